@@ -1,0 +1,21 @@
+"""demessaging-rs: DASF backend modules and clients with a Rust core.
+
+A drop-in successor of ``demessaging``: swap ``from demessaging import main`` for
+``from demessaging_rs import main`` and the backend runs unchanged, on the same wire protocol.
+"""
+
+from __future__ import annotations
+
+from demessaging_rs._core import __version__, build_profile  # noqa: F401
+from demessaging_rs.backend import BackendModule, main
+from demessaging_rs.broker import Broker
+from demessaging_rs.config import configure, registry
+from demessaging_rs.exceptions import (  # noqa: F401
+    BrokerConnectionError,
+    CallTimeout,
+    ConfigurationError,
+    DemessagingError,
+    RemoteError,
+)
+
+__all__ = ["main", "configure", "registry", "BackendModule", "Broker"]

@@ -1,0 +1,94 @@
+"""Type stubs of the native core (``demessaging_rs._core``), kept by hand."""
+
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Union, final
+
+__version__: str
+build_profile: str
+
+Reply = Tuple[str, bytes, Dict[str, str]]
+
+@final
+class Broker:
+    """The embedded broker; serving starts on construction (port 0 picks a free port)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        max_frame_size: Optional[int] = None,
+        max_connections: Optional[int] = None,
+        tokens: Optional[List[str]] = None,
+        receiver_queue_size: Optional[int] = None,
+        publish_hold: Optional[float] = None,
+    ) -> None: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def running(self) -> bool: ...
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close every connection and wait (at most `timeout` seconds)."""
+    def serve_forever(self) -> None:
+        """Block until Ctrl-C, then stop."""
+
+@final
+class Client:
+    """A multiplexed client of one backend topic; connects on first use and after a lost connection."""
+
+    def __init__(self, topic: str, connection: Dict[str, Any]) -> None: ...
+    @property
+    def topic(self) -> str: ...
+    def connect(self) -> None: ...
+    def call(
+        self,
+        message_type: str,
+        payload: Union[str, bytes],
+        timeout: float,
+        label: str,
+        on_progress: Optional[Callable[[bytes, Dict[str, str]], Any]] = None,
+    ) -> Reply:
+        """Send a message and wait (GIL released) for the reply ``(status, payload, properties)``."""
+    def call_async(self, message_type: str, payload: Union[str, bytes], timeout: float, label: str) -> Awaitable[Reply]: ...
+    def close(self) -> None: ...
+
+@final
+class Responder:
+    """Sends extra messages (progress reports) to the caller of the running request."""
+
+    @property
+    def request_context(self) -> str: ...
+    @property
+    def response_topic(self) -> str: ...
+    @property
+    def message_id(self) -> str: ...
+    def send(
+        self,
+        message_type: str,
+        payload: Union[str, bytes],
+        status: Optional[str] = None,
+        properties: Optional[Dict[str, Any]] = None,
+    ) -> None: ...
+
+@final
+class Backend:
+    """Serves a topic; `handler(payload, responder) -> (ok, text)` runs on worker threads."""
+
+    def __init__(
+        self,
+        connection: Dict[str, Any],
+        serve: Dict[str, Any],
+        handler: Callable[[str, Responder], Tuple[bool, str]],
+    ) -> None: ...
+    @property
+    def subscription(self) -> str: ...
+    @property
+    def max_workers(self) -> int: ...
+    @property
+    def queue_size(self) -> int: ...
+    def run(self, drain_timeout: float = 30.0) -> None:
+        """Serve until :meth:`stop` or Ctrl-C (running requests finish first)."""
+    def stop(self) -> None: ...

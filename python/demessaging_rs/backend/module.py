@@ -1,0 +1,401 @@
+"""The backend module: one pydantic root model over every function and class a module serves.
+
+``BackendModule.create_model`` builds the model; ``listen`` serves it through the Rust core;
+``send_request`` calls it through the Rust client.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import inspect
+import io
+import json
+import logging
+import subprocess
+import tempfile
+import traceback
+from importlib import import_module
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Tuple, Type, Union, cast
+
+import docstring_parser
+from deprogressapi import BaseReport
+from pydantic import BaseModel, Field, RootModel, ValidationError, create_model
+from pydantic.json_schema import JsonSchemaValue
+
+from demessaging_rs.backend import utils
+from demessaging_rs.backend.class_ import BackendClass, ClassAPIModel
+from demessaging_rs.backend.function import BackendFunction, FunctionAPIModel, ReturnModel
+from demessaging_rs.config import ModuleConfig
+from demessaging_rs.exceptions import RemoteError
+from demessaging_rs.messaging.constants import MessageType, Status
+from demessaging_rs.utils import append_parameter_docs, merge_config
+
+if TYPE_CHECKING:
+    from demessaging_rs._core import Responder
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BackendModuleConfig", "ModuleAPIModel", "BackendModule"]
+
+
+@append_parameter_docs
+class BackendModuleConfig(ModuleConfig):
+    """Settings of a backend module, bound to its members."""
+
+    models: List[Any] = Field(default_factory=list, description="The models of the module's members.")
+
+    module: Any = Field(description="The imported backend module (or None).")
+
+    class_name: str = Field(description="Name of the model class")
+
+
+class ModuleAPIModel(BaseModel):
+    """An model that represants the API of a backend module."""
+
+    classes: List[ClassAPIModel] = Field(description="The RPC-enabled classes that this module contains.")
+
+    functions: List[FunctionAPIModel] = Field(description="The RPC-enabled functions that this module contains.")
+
+    rpc_schema: JsonSchemaValue = Field(description="The aggregated JSON schema for an RPC call to this module.")
+
+
+ModuleMember = Union[Type[BackendFunction], Type[BackendClass], Callable, str, Type[object]]
+
+
+class _ProgressSink:
+    """What deprogressapi reports see as ``_pulsar``: forwards ``send_response`` to the caller."""
+
+    def __init__(self, responder: "Responder") -> None:
+        self._responder = responder
+
+    def send_response(
+        self,
+        request: Any = None,
+        response_payload: Any = None,
+        msg_type: Any = MessageType.RESPONSE,
+        response_properties: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        props = {str(getattr(k, "value", k)): getattr(v, "value", v) for k, v in (response_properties or {}).items()}
+        status = props.pop("status", None)
+        if isinstance(response_payload, dict):
+            response_payload = json.dumps(response_payload)
+        self._responder.send(
+            str(getattr(msg_type, "value", msg_type)), response_payload or "", status=status, properties=props
+        )
+
+
+def _member_model(member: Any, module: Any) -> Tuple[Any, Union[Type[BackendFunction], Type[BackendClass]]]:
+    if isinstance(member, str):
+        member = getattr(module, member)
+    if inspect.isclass(member) and issubclass(member, BackendFunction):
+        return member.backend_config.function, member
+    if inspect.isclass(member) and issubclass(member, BackendClass):
+        return member.backend_config.Class, member
+    if inspect.isclass(member):
+        return member, BackendClass.create_model(member)
+    if callable(member):
+        return member, BackendFunction.create_model(member)
+    raise ValueError(f"Cannot transform {member} to a member model!")
+
+
+@append_parameter_docs
+class BackendModule(RootModel):
+    """Base of the root model of a backend module; create subclasses with :meth:`create_model`."""
+
+    backend_config: ClassVar[BackendModuleConfig]
+
+    root: Union[BackendFunction, BackendClass]
+
+    def __call__(self) -> ReturnModel:
+        return self.root()  # type: ignore[operator]
+
+    # ------------------------------------------------------------------ model
+    @classmethod
+    def create_model(
+        cls,
+        module_name: Optional[str] = None,
+        members: Optional[List[ModuleMember]] = None,
+        config: Optional[ModuleConfig] = None,
+        class_name: Optional[str] = None,
+        **config_kws: Any,
+    ) -> Type["BackendModule"]:
+        """Build the root model of a module from `module_name` and/or a list of `members`."""
+        module = import_module(module_name) if module_name is not None else None
+        if members is None and module is None:
+            raise ValueError("Either members or module need to be provided!")
+        if config and config_kws:
+            raise ValueError("Either config or config_kws can be used!")
+        if config_kws:
+            config = ModuleConfig(**config_kws)
+        elif config is None and module is not None and hasattr(module, "backend_config"):
+            config = module.backend_config
+        if config is None:
+            raise ValueError("No configuration given: pass config, config keywords or define backend_config")
+
+        class_name = class_name or module_name or config.messaging_config.topic
+        bound = BackendModuleConfig(module=module, class_name=class_name, **config.model_copy().model_dump())
+
+        members = list(members or bound.members)
+        if not members and module is not None:
+            if hasattr(module, "__all__"):
+                members = list(module.__all__)
+            else:
+                members = [
+                    obj
+                    for name, obj in inspect.getmembers(module, inspect.isfunction)
+                    if not name.startswith("_") and obj.__module__ == module.__name__
+                ]
+        if not members:
+            raise ValueError(f"Found no members for the given module {module_name}!")
+
+        pairs = [_member_model(m, module) for m in members]
+        bound.members = [obj for obj, _ in pairs]
+        bound.models = [model for _, model in pairs]
+        if not bound.doc and module is not None:
+            bound.doc = utils.get_desc(docstring_parser.parse(module.__doc__ or ""))
+
+        union: Any = bound.models[0]
+        for m in bound.models[1:]:
+            union = Union[union, m]
+        extra = {"__module__": module_name} if module_name else {}
+        model: Type[BackendModule] = create_model(  # type: ignore[call-overload]
+            class_name, __base__=cls, root=(union, Field(description="The member to call.")), **extra
+        )
+        model.model_config["title"] = bound.messaging_config.topic
+        model.backend_config = bound
+        bound.log_config.configure_logging()
+        if module is not None:
+            bound.imports += "\n" + utils.get_module_imports(module)
+        model.__doc__ = bound.doc
+        return model
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        schema = super().model_json_schema(*args, **kwargs)
+        if cls.backend_config.json_schema_extra:
+            schema = merge_config(schema, cls.backend_config.json_schema_extra)
+        return schema
+
+    @classmethod
+    def schema_json(cls, indent: Optional[int] = None) -> str:  # type: ignore[override]
+        """The module's JSON schema as text (what ``schema`` prints)."""
+        return json.dumps(cls.model_json_schema(), indent=indent)
+
+    @classmethod
+    def get_api_info(cls) -> ModuleAPIModel:
+        """The module's API: its classes, functions and the aggregated schema."""
+        models = cls.backend_config.models
+        return ModuleAPIModel(
+            classes=[m.get_api_info() for m in models if issubclass(m, BackendClass)],
+            functions=[m.get_api_info() for m in models if issubclass(m, BackendFunction)],
+            rpc_schema=cls.model_json_schema(),
+        )
+
+    # ---------------------------------------------------------------- serving
+    @classmethod
+    def _backend(cls) -> Any:
+        from demessaging_rs._core import Backend
+
+        mc = cls.backend_config.messaging_config
+        serve = {
+            "topic": mc.topic,
+            "subscription": mc.subscription,
+            "subscription_type": mc.subscription_type,
+            "max_workers": mc.max_workers,
+            "queue_size": mc.queue_size,
+            "producer_keep_alive": float(mc.producer_keep_alive),
+            "producer_connection_timeout": float(mc.producer_connection_timeout),
+            "info": json.dumps(cls.model_json_schema()),
+            "api_info": cls.get_api_info().model_dump_json(),
+        }
+        return Backend(mc.connection_settings(), serve, cls._handle_payload)
+
+    @classmethod
+    def listen(cls) -> None:
+        """Serve requests until Ctrl-C or SIGTERM; running requests finish before it returns."""
+        import signal
+        import threading
+
+        backend = cls._backend()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+
+            def _terminate(signum: int, frame: Any) -> None:
+                raise KeyboardInterrupt
+
+            previous = signal.signal(signal.SIGTERM, _terminate)
+        logger.info(
+            "serving topic %s with %d workers (queue %d)",
+            cls.backend_config.messaging_config.topic,
+            backend.max_workers,
+            backend.queue_size,
+        )
+        try:
+            backend.run()
+        except KeyboardInterrupt:
+            logger.info("stopped")
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    @classmethod
+    def test_connect(cls) -> None:
+        """Connect to the broker once and report whether it works."""
+        producer = cls.backend_config.messaging_config.producer
+        producer.connect()
+        logger.info("connection to the message broker works")
+
+    @classmethod
+    def _handle_payload(cls, payload: str, responder: "Responder") -> Tuple[bool, str]:
+        """Run one request (called by a Rust worker thread with the GIL held)."""
+        debug = cls.backend_config.debug
+
+        def failure(header: str, e: BaseException) -> Tuple[bool, str]:
+            logger.error("failed processing request %s", responder.message_id, exc_info=debug)
+            return False, f"{header}: {traceback.format_exc() if debug else e}"
+
+        try:
+            model = cls.model_validate_json(payload)
+        except ValidationError as e:
+            return failure("error validating request", e)
+        except Exception as e:
+            return failure("error processing request", e)
+        try:
+            result = cls._run_model(model, payload, responder)
+            return True, result.model_dump_json()
+        except Exception as e:
+            return failure("error executing request", e)
+
+    @classmethod
+    def _run_model(cls, model: "BackendModule", payload: str, responder: "Responder") -> ReturnModel:
+        listen = cls.backend_config.listen_config
+        if not (listen.dump_to or listen.dump_tool or listen.cmd):
+            return cls._process_model(model, responder)
+        digest = hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        name = f"{utils.slugify(dt.datetime.now().isoformat())}_{utils.slugify(responder.message_id)}_{digest}.json"
+        if listen.dump_to:
+            (Path(listen.dump_to) / name).write_text(payload)
+        if not (listen.dump_tool or listen.cmd):
+            return cls._process_model(model, responder)
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / name
+            target.write_text(payload)
+            if listen.dump_tool:
+                subprocess.check_output(cls._format_cmd(listen.dump_tool, target), stderr=subprocess.STDOUT, shell=True)
+            if listen.cmd:
+                out = subprocess.check_output(cls._format_cmd(listen.cmd, target), stderr=subprocess.STDOUT, shell=True)
+                return model.root.return_model.model_validate_json(out.decode("utf-8"))  # type: ignore[return-value]
+            return cls._process_model(model, responder)
+
+    @staticmethod
+    def _format_cmd(template: str, target: Path) -> str:
+        return template.format(str(target), path=str(target), basename=target.name, directory=target.parent)
+
+    @classmethod
+    def _process_model(cls, model: "BackendModule", responder: "Responder") -> ReturnModel:
+        member = model.root
+        reporter_args = member.backend_config.reporter_args
+        if reporter_args:
+            sink = _ProgressSink(responder)
+            for key in reporter_args:
+                report = getattr(member, key, None)
+                if isinstance(report, BaseReport):
+                    report._pulsar = sink  # type: ignore[assignment]
+                    report._request = {"requestContext": responder.request_context}
+        return model()
+
+    # ----------------------------------------------------------------- calling
+    @classmethod
+    def _validated(cls, request: Union["BackendModule", IO, Dict[str, Any]]) -> "BackendModule":
+        if isinstance(request, io.IOBase):
+            return cls.model_validate_json("\n".join(request.readlines()))  # type: ignore[attr-defined]
+        if hasattr(request, "root"):
+            return cls.model_validate(cast(BackendModule, request).root)
+        return cls.model_validate(request)
+
+    @classmethod
+    def send_request(
+        cls, request: Union["BackendModule", IO, Dict[str, Any]], timeout: Optional[float] = None
+    ) -> BaseModel:
+        """Send `request` to the backend and return its validated return model.
+
+        Raises :class:`~demessaging_rs.exceptions.CallTimeout` (a ``TimeoutError``) after `timeout` seconds
+        (default: ``messaging_config.call_timeout``) and
+        :class:`~demessaging_rs.exceptions.RemoteError` (a ``ValueError``) when the backend answers with an error.
+        """
+        model = cls._validated(request)
+        member = model.root
+        label = getattr(member, "class_name", None) or getattr(member, "func_name", "request")
+        producer = cls.backend_config.messaging_config.producer
+        status, payload = producer.call(model.model_dump_json(), timeout=timeout, label=str(label))
+        if status == Status.ERROR.value:
+            text = payload.decode("utf-8", "replace")
+            logger.error("request failed: %s", text)
+            raise RemoteError(text)
+        return member.return_model.model_validate_json(payload)
+
+    def compute(self) -> BaseModel:
+        """Send this request to the backend and return the result."""
+        return self.send_request(self)
+
+    @classmethod
+    def process_request(cls, request: Union["BackendModule", IO, Dict[str, Any]]) -> ReturnModel:
+        """Run `request` locally, without the broker."""
+        return cls._validated(request)()
+
+    @classmethod
+    def shell(cls) -> None:
+        """Start an IPython shell with the model available as ``Model``."""
+        from IPython import start_ipython
+
+        start_ipython(argv=[], user_ns={"Model": cls})
+
+    @classmethod
+    def generate(
+        cls,
+        line_length: int = 79,
+        use_formatters: bool = True,
+        use_autoflake: bool = True,
+        use_black: bool = True,
+        use_isort: bool = True,
+    ) -> str:
+        """Render a client stub module for this backend (formatted when black/isort/autoflake are installed)."""
+        import sys
+
+        code = cls.backend_config.render()
+        if use_formatters:
+            missing = []
+            try:
+                import isort
+            except ImportError:
+                isort, use_isort = None, False  # type: ignore[assignment]
+                missing.append("isort")
+            try:
+                import black
+            except ImportError:
+                black, use_black = None, False  # type: ignore[assignment]
+                missing.append("black")
+            try:
+                import autoflake
+            except ImportError:
+                autoflake, use_autoflake = None, False  # type: ignore[assignment]
+                missing.append("autoflake")
+            if missing:
+                print(f"note: {', '.join(missing)} not installed; the stub is left unformatted", file=sys.stderr)
+            if use_isort:
+                code = isort.code(code, float_to_top=True, profile="black")
+            if use_black:
+                code = black.format_str(code, mode=black.Mode(line_length=line_length))
+            if use_autoflake:
+                code = autoflake.fix_code(code, remove_all_unused_imports=True)
+            if use_isort:
+                code = isort.code(code, float_to_top=True, profile="black")
+        module = cls.backend_config.module
+        if module is not None:
+            code = code.replace(module.__name__ + ".", "")
+        return code.strip() + "\n"
+
+
+ModuleConfig.model_rebuild()

@@ -1,0 +1,125 @@
+"""Turning signatures and docstrings into pydantic fields."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import unicodedata
+import warnings
+from itertools import chain
+from typing import TYPE_CHECKING, Any, Dict, Literal, Tuple, Type, Union, get_args, get_origin
+
+from deprogressapi import BaseReport
+from pydantic import Field
+from pydantic.functional_serializers import PlainSerializer
+from typing_extensions import Annotated
+
+if TYPE_CHECKING:
+    import docstring_parser
+
+    from demessaging_rs.config import ClassConfig, FunctionConfig
+
+
+def get_kws(sig: inspect.Signature, obj: Any) -> Dict[str, Any]:
+    """The call arguments for `sig`, read from the fields of model `obj`."""
+    return {name: getattr(obj, name) for name in sig.parameters if name != "self"}
+
+
+def _is_progress_report(annotation: Any) -> bool:
+    if get_origin(annotation):
+        return any(inspect.isclass(a) and issubclass(a, BaseReport) for a in get_args(annotation))
+    return inspect.isclass(annotation) and issubclass(annotation, BaseReport)
+
+
+def get_fields(
+    name: str,
+    sig: inspect.Signature,
+    docstring: "docstring_parser.Docstring",
+    config: Union["FunctionConfig", "ClassConfig"],
+) -> Dict[str, Tuple[Any, Any]]:
+    """Model fields for a callable: a ``func_name`` literal plus one field per parameter."""
+    fields: Dict[str, Tuple[Any, Any]] = {
+        "func_name": (Literal[name], Field(description=f"The name of the function. Must be {name!r}")),  # type: ignore[valid-type]
+    }
+    param_docs = {p.arg_name: p.description for p in docstring.params}
+    for key, param in sig.parameters.items():
+        if key == "self":
+            continue
+        kws: Dict[str, Any] = {}
+        if param.default is not param.empty:
+            kws["default"] = param.default
+        if key in param_docs:
+            kws["description"] = param_docs[key]
+        kws.update(config.field_params.get(key, {}))
+
+        if key in config.annotations:
+            annotation = config.annotations[key]
+        elif param.annotation is param.empty:
+            warnings.warn(
+                f"Missing signature for {key}, so no validation will be made for this parameter!", RuntimeWarning
+            )
+            annotation = Any
+        else:
+            annotation = param.annotation
+        if key in config.serializers:
+            if key not in config.annotations and config.validators.get(key):
+                annotation = Any
+            annotation = Annotated[annotation, PlainSerializer(config.serializers[key], return_type=str, when_used="json")]
+        if param.annotation is not param.empty and _is_progress_report(param.annotation):
+            config.reporter_args[key] = param.default if param.default is not param.empty else param.annotation()
+            kws["json_schema_extra"] = {"is_reporter": True}
+        fields[key] = (annotation, Field(**kws))
+    return fields
+
+
+def get_desc(docstring: "docstring_parser.Docstring") -> str:
+    """Short and long description of a parsed docstring."""
+    desc = docstring.short_description or ""
+    if docstring.long_description:
+        desc += "\n\n" if docstring.blank_after_short_description else "\n"
+        desc += docstring.long_description
+    return desc.strip()
+
+
+def camelize(word: str) -> str:
+    """Upper-case the first letter."""
+    return word[:1].upper() + word[1:]
+
+
+def snake_to_camel(*words: str) -> str:
+    """``snake_to_camel("Func", "hello_world") == "FuncHelloWorld"``."""
+    return "".join(camelize(w) for w in chain.from_iterable(word.split("_") for word in words))
+
+
+def slugify(value: str) -> str:
+    """A file-name safe ASCII version of `value`."""
+    value = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode("ascii")
+    value = re.sub(r"[^\w\s-]", "", value.lower())
+    return re.sub(r"[-\s]+", "-", value).strip("-_")
+
+
+def get_module_imports(mod: Any) -> str:
+    """The import statements of a module's source (empty when isort is not installed)."""
+    try:
+        from isort.api import find_imports_in_code
+    except ImportError:
+        return ""
+    try:
+        code = inspect.getsource(mod)
+    except (OSError, TypeError):
+        return ""
+    lines = []
+    for imp in find_imports_in_code(code):
+        if imp.attribute:
+            line = f"from {imp.module} import {imp.attribute}"
+        else:
+            line = f"import {imp.module}"
+        if imp.alias:
+            line += f" as {imp.alias}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def return_type_of(obj: Type[Any]) -> Any:
+    """Helper for typing: the annotation of a model's ``root`` field."""
+    return obj.model_fields["root"].annotation

@@ -1,0 +1,370 @@
+//! The serving side of a DASF backend module: a consumer subscription on the module's topic, dispatch by
+//! `messageType`, a bounded pool of worker threads that run the handler (Python, supplied by `py`), and
+//! reply producers per response topic.
+//!
+//! `ping`, `info` and `api_info` are answered on the tokio side without touching the handler. Requests are
+//! decoded (base64, UTF-8, reassembly of fragments) before they reach a worker; anything malformed gets an
+//! error reply when a response topic is known and a warning otherwise. Every delivery is acked, so a
+//! persistent topic never redelivers a poison message forever.
+//!
+//! Depends on `transport` and `protocol`. Never on Python.
+
+mod error;
+mod pool;
+mod replies;
+
+pub use error::BackendError;
+pub use pool::WorkerPool;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::dasf::{MessageType, Outgoing, RequestMeta, Status, QUEUE_OVERFLOW};
+use crate::protocol::envelope::{decode_payload, Delivery};
+use crate::protocol::fragment::{Fed, Reassembler, ReassemblyLimits};
+use crate::protocol::url::BrokerAddress;
+use crate::transport::{self, Backoff, ConnectOptions};
+use replies::ReplyRouter;
+
+const LOG: &str = "demessaging_rs.backend";
+
+/// Everything a backend needs to serve.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// Where the broker is.
+    pub address: BrokerAddress,
+    /// The module's topic.
+    pub topic: String,
+    /// Subscription name.
+    pub subscription: String,
+    /// Query string for the consumer URL (e.g. `subscriptionType=Shared`), without `?`.
+    pub consumer_query: String,
+    /// Connection options (headers, frame limits).
+    pub connect: ConnectOptions,
+    /// Reconnect policy of the consumer.
+    pub backoff: Backoff,
+    /// Worker threads.
+    pub max_workers: usize,
+    /// Requests that may wait for a worker; more are rejected with an error reply.
+    pub queue_size: usize,
+    /// Replies larger than this (raw bytes) are fragmented.
+    pub max_payload_size: usize,
+    /// Idle time after which a reply producer is closed (0: after each reply).
+    pub producer_keep_alive: Duration,
+    /// Time allowed to open a reply producer.
+    pub producer_connection_timeout: Duration,
+    /// JSON schema of the module (`info` replies).
+    pub info: Option<String>,
+    /// API description (`api_info` replies).
+    pub api_info: Option<String>,
+    /// Bounds for reassembling fragmented requests.
+    pub reassembly: ReassemblyLimits,
+}
+
+/// A decoded request handed to the handler.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The request JSON (valid UTF-8).
+    pub payload: String,
+    /// Routing data of the request.
+    pub meta: RequestMeta,
+    /// The broker's id of the (last) request message.
+    pub message_id: String,
+}
+
+/// Runs one request. Called on a worker thread; may block.
+pub trait Handler: Send + Sync + 'static {
+    /// Compute the reply payload (`Ok`) or the full error text (`Err`, e.g. "error executing request: …").
+    fn handle(&self, request: &Request, replier: &Replier) -> Result<String, String>;
+}
+
+/// Sends messages back to the caller of one request (replies and progress reports).
+#[derive(Clone)]
+pub struct Replier {
+    router: Arc<ReplyRouter>,
+    meta: RequestMeta,
+    source_topic: Arc<str>,
+    max_payload_size: usize,
+}
+
+impl Replier {
+    /// The request this replier answers.
+    pub fn meta(&self) -> &RequestMeta {
+        &self.meta
+    }
+
+    fn frames(
+        &self,
+        msg_type: MessageType,
+        status: Option<Status>,
+        payload: Vec<u8>,
+        extra: Vec<(String, Value)>,
+    ) -> Vec<String> {
+        let mut out = Outgoing::reply(&self.meta, &self.source_topic, msg_type, status);
+        for (k, v) in extra {
+            out.properties.insert(k, v);
+        }
+        out.payload = payload;
+        out.into_frames(self.max_payload_size)
+    }
+
+    /// Send a message to the caller from a worker thread (blocks while the producer queue is full).
+    pub fn send_blocking(
+        &self,
+        msg_type: MessageType,
+        status: Option<Status>,
+        payload: Vec<u8>,
+        extra: Vec<(String, Value)>,
+    ) {
+        let frames = self.frames(msg_type, status, payload, extra);
+        self.router.send_blocking(&self.meta.response_topic, frames);
+    }
+
+    /// Send a message to the caller from a tokio task.
+    pub async fn send(
+        &self,
+        msg_type: MessageType,
+        status: Option<Status>,
+        payload: Vec<u8>,
+        extra: Vec<(String, Value)>,
+    ) {
+        let frames = self.frames(msg_type, status, payload, extra);
+        self.router.send(&self.meta.response_topic, frames).await;
+    }
+}
+
+/// Serve until `cancel` fires; then stop consuming, let running requests finish and send their replies.
+pub async fn run(cfg: BackendConfig, handler: Arc<dyn Handler>, cancel: CancellationToken) -> Result<(), BackendError> {
+    if cfg.max_workers == 0 || cfg.queue_size == 0 {
+        return Err(BackendError::Config(
+            "max_workers and queue_size must be positive".into(),
+        ));
+    }
+    let pool = WorkerPool::start("dasf-worker", cfg.max_workers, cfg.queue_size)
+        .map_err(|e| BackendError::Thread(e.to_string()))?;
+    let router = ReplyRouter::new(
+        cfg.address.clone(),
+        cfg.connect.clone(),
+        cfg.producer_connection_timeout,
+        cfg.producer_keep_alive,
+        tokio::runtime::Handle::current(),
+    );
+    let ctx = Dispatcher {
+        source_topic: Arc::from(cfg.topic.as_str()),
+        router: router.clone(),
+        handler,
+        pool,
+        reassembly: Reassembler::new(cfg.reassembly),
+        cfg,
+    };
+    let result = consume(ctx, &cancel).await;
+    router.close_all();
+    result
+}
+
+struct Dispatcher {
+    cfg: BackendConfig,
+    source_topic: Arc<str>,
+    router: Arc<ReplyRouter>,
+    handler: Arc<dyn Handler>,
+    pool: WorkerPool,
+    reassembly: Reassembler,
+}
+
+async fn consume(mut d: Dispatcher, cancel: &CancellationToken) -> Result<(), BackendError> {
+    let url = d
+        .cfg
+        .address
+        .consumer_url(&d.cfg.topic, &d.cfg.subscription, &d.cfg.consumer_query);
+    let outcome = loop {
+        let ws = match transport::connect_with_backoff(&url, &d.cfg.connect, d.cfg.backoff, cancel).await {
+            Ok(ws) => ws,
+            Err(transport::TransportError::Cancelled) => break Ok(()),
+            Err(e) => break Err(BackendError::Transport(e)),
+        };
+        tracing::info!(target: LOG, "listening on topic {} (subscription {})", d.cfg.topic, d.cfg.subscription);
+        let (acks, mut reader) = transport::spawn_writer(ws, &d.cfg.connect);
+        loop {
+            let text = tokio::select! {
+                _ = cancel.cancelled() => break,
+                t = transport::next_text(&mut reader) => t,
+            };
+            match text {
+                Some(Ok(t)) => d.on_frame(&t, &acks).await,
+                Some(Err(e)) => {
+                    tracing::warn!(target: LOG, "consumer connection on {} failed: {e}; reconnecting", d.cfg.topic);
+                    break;
+                }
+                None => {
+                    tracing::warn!(target: LOG, "consumer connection on {} closed by the broker; reconnecting", d.cfg.topic);
+                    break;
+                }
+            }
+        }
+        if cancel.is_cancelled() {
+            break Ok(());
+        }
+    };
+    // let queued and running requests finish; their replies go out through the still running router
+    let pool = d.pool;
+    let _ = tokio::task::spawn_blocking(move || pool.join()).await;
+    outcome
+}
+
+impl Dispatcher {
+    fn replier(&self, meta: RequestMeta) -> Replier {
+        Replier {
+            router: self.router.clone(),
+            meta,
+            source_topic: self.source_topic.clone(),
+            max_payload_size: self.cfg.max_payload_size,
+        }
+    }
+
+    async fn error_reply(&self, meta: RequestMeta, text: String) {
+        tracing::info!(target: LOG, "sending error to {}: {text}", meta.response_topic);
+        self.replier(meta)
+            .send(
+                MessageType::Response,
+                Some(Status::Error),
+                text.into_bytes(),
+                Vec::new(),
+            )
+            .await;
+    }
+
+    async fn on_frame(&mut self, text: &str, acks: &mpsc::Sender<WsMessage>) {
+        let delivery = match Delivery::parse(text) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(target: LOG, "unreadable message on {} dropped: {e}", self.cfg.topic);
+                return;
+            }
+        };
+        let ack = format!(r#"{{"messageId":{}}}"#, Value::String(delivery.message_id.clone()));
+        let _ = acks.send(WsMessage::text(ack)).await;
+
+        let meta = match RequestMeta::from_properties(&delivery.properties, delivery.context.as_deref()) {
+            Ok(m) => m,
+            Err((e, Some(rt))) => {
+                let meta = RequestMeta {
+                    response_topic: rt,
+                    context: delivery
+                        .properties
+                        .get(crate::protocol::dasf::REQUEST_CONTEXT)
+                        .unwrap_or("")
+                        .to_owned(),
+                    message_type: String::new(),
+                    fragment: None,
+                };
+                self.error_reply(meta, format!("error processing request: invalid message: {e}"))
+                    .await;
+                return;
+            }
+            Err((e, None)) => {
+                tracing::warn!(target: LOG, "message with unsupported structure on {} ignored: {e}", self.cfg.topic);
+                return;
+            }
+        };
+        match MessageType::parse(&meta.message_type) {
+            Some(MessageType::Ping) => {
+                self.replier(meta)
+                    .send(MessageType::Pong, None, Vec::new(), Vec::new())
+                    .await;
+            }
+            Some(MessageType::Info) => {
+                let info = self
+                    .cfg
+                    .info
+                    .clone()
+                    .unwrap_or_else(|| "This module does not provide capability information.".into());
+                self.replier(meta)
+                    .send(
+                        MessageType::Response,
+                        None,
+                        Vec::new(),
+                        vec![("info".into(), Value::String(info))],
+                    )
+                    .await;
+            }
+            Some(MessageType::ApiInfo) => {
+                let (key, val) = match self.cfg.api_info.clone() {
+                    Some(a) => ("api_info", a),
+                    None => ("info", "This module does not provide api information.".to_owned()),
+                };
+                self.replier(meta)
+                    .send(
+                        MessageType::Response,
+                        None,
+                        Vec::new(),
+                        vec![(key.into(), Value::String(val))],
+                    )
+                    .await;
+            }
+            Some(MessageType::Request) => self.on_request(meta, delivery).await,
+            Some(MessageType::Pong)
+            | Some(MessageType::Response)
+            | Some(MessageType::Progress)
+            | Some(MessageType::Log) => {
+                tracing::debug!(target: LOG, "ignoring {} message on {}", meta.message_type, self.cfg.topic);
+            }
+            None => {
+                let text = format!(
+                    "error processing request: unsupported message type {:?}",
+                    meta.message_type
+                );
+                tracing::warn!(target: LOG, "{text}");
+                self.error_reply(meta, text).await;
+            }
+        }
+    }
+
+    async fn on_request(&mut self, meta: RequestMeta, delivery: Delivery) {
+        let raw = match meta.fragment {
+            None => decode_payload(&delivery.payload),
+            Some((i, n)) => {
+                let key = format!("{}\u{0}{}", meta.response_topic, meta.context);
+                let now = Instant::now();
+                for k in self.reassembly.expire(now) {
+                    tracing::warn!(target: LOG, "fragmented request {k:?} never completed; dropped");
+                }
+                match self.reassembly.feed(&key, i, n, delivery.payload, now) {
+                    Ok(Fed::Pending) => return,
+                    Ok(Fed::Complete(raw)) => Ok(raw),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let payload = match raw
+            .and_then(|r| String::from_utf8(r).map_err(|e| crate::protocol::ProtocolError::InvalidUtf8(e.to_string())))
+        {
+            Ok(p) => p,
+            Err(e) => {
+                self.error_reply(meta, format!("error processing request: {e}")).await;
+                return;
+            }
+        };
+        let request = Request {
+            payload,
+            meta: meta.clone(),
+            message_id: delivery.message_id,
+        };
+        let replier = self.replier(meta.clone());
+        let handler = self.handler.clone();
+        let job = Box::new(move || {
+            let (status, body) = match handler.handle(&request, &replier) {
+                Ok(body) => (Status::Success, body),
+                Err(text) => (Status::Error, text),
+            };
+            replier.send_blocking(MessageType::Response, Some(status), body.into_bytes(), Vec::new());
+        });
+        if self.pool.try_submit(job).is_err() {
+            self.error_reply(meta, QUEUE_OVERFLOW.to_owned()).await;
+        }
+    }
+}

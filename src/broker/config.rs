@@ -1,0 +1,44 @@
+//! Every limit of the embedded broker, in one place.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// Broker configuration. Defaults suit one machine running DASF backends and clients.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Largest accepted WebSocket frame/message, in bytes. Larger frames close the connection with
+    /// code 1009 (message too big), as Pulsar's proxy does. Default 5 MiB.
+    pub max_frame_size: usize,
+    /// Maximum simultaneous connections; further upgrades get HTTP 503. Default 10 000.
+    pub max_connections: usize,
+    /// Time a client has to complete the WebSocket upgrade. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Interval of WebSocket pings to idle peers; a peer silent for three intervals is dropped.
+    /// Default 30 s.
+    pub ping_interval: Duration,
+    /// Default `receiverQueueSize`: messages buffered per consumer before producers are held. Default 1000.
+    pub receiver_queue_size: usize,
+    /// Maximum messages kept per subscription of a persistent topic while no consumer is connected.
+    /// Default 100 000.
+    pub max_backlog: usize,
+    /// How long a producer is held when every consumer queue is full before it gets an error ack.
+    /// Default 10 s.
+    pub publish_hold: Duration,
+    /// Accepted tokens; `None` disables authentication.
+    pub tokens: Option<HashSet<String>>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_size: 5 << 20,
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            receiver_queue_size: 1000,
+            max_backlog: 100_000,
+            publish_hold: Duration::from_secs(10),
+            tokens: None,
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Topics and their subscriptions: the broker's shared state.
+//!
+//! NOTE: state is shared behind short, synchronous locks (never held across `.await`) rather than owned
+//! by a router task: a router adds a channel hop to every message, and per-message latency is what DASF
+//! calls feel. Locks are per topic and per subscription, so unrelated topics never contend.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::subscription::{pick, ConsumerSlot, Dispatch, Pick, SubState, SubType};
+use crate::protocol::Properties;
+
+/// A published message, shared by every subscription that receives it.
+#[derive(Debug)]
+pub struct Message {
+    /// Opaque id.
+    pub id: String,
+    /// Base64 payload as published.
+    pub payload: String,
+    /// Properties, values as strings.
+    pub properties: Properties,
+    /// Publish time, ISO 8601.
+    pub publish_time: String,
+    /// Optional key.
+    pub key: Option<String>,
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PublishError {
+    /// Consumers did not make room in time.
+    #[error("subscription '{0}' is full: consumers did not keep up within {1:?}")]
+    Full(String, Duration),
+    /// The backlog of a persistent subscription without consumers is full.
+    #[error("backlog of subscription '{0}' is full ({1} messages)")]
+    BacklogFull(String, usize),
+}
+
+/// Why a consumer could not join a subscription.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JoinError {
+    /// Exclusive subscription already has a consumer.
+    #[error("Exclusive consumer is already connected to subscription '{0}'")]
+    Busy(String),
+    /// The subscription exists with another type.
+    #[error("subscription '{0}' is of type {1}, not {2}")]
+    TypeMismatch(String, &'static str, &'static str),
+}
+
+/// One subscription of a topic.
+#[derive(Debug)]
+pub struct Subscription {
+    pub name: String,
+    pub state: Mutex<SubState>,
+}
+
+/// One topic.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub persistent: bool,
+    pub subs: Mutex<HashMap<String, Arc<Subscription>>>,
+    pub msg_in: AtomicU64,
+    pub msg_out: AtomicU64,
+}
+
+/// All topics.
+#[derive(Debug, Default)]
+pub struct Registry {
+    topics: Mutex<HashMap<String, Arc<Topic>>>,
+    next_consumer: AtomicU64,
+}
+
+impl Registry {
+    /// The topic named `name`, created on first use.
+    pub fn topic(&self, name: &str, persistent: bool) -> Arc<Topic> {
+        let mut topics = self.topics.lock().expect("topics lock");
+        topics
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Topic {
+                    name: name.to_owned(),
+                    persistent,
+                    subs: Mutex::new(HashMap::new()),
+                    msg_in: AtomicU64::new(0),
+                    msg_out: AtomicU64::new(0),
+                })
+            })
+            .clone()
+    }
+
+    /// Add a consumer to `topic`/`sub`, creating the subscription if needed.
+    pub fn join(
+        &self,
+        topic: &Arc<Topic>,
+        sub: &str,
+        kind: SubType,
+        queue: usize,
+    ) -> Result<(Arc<Subscription>, u64, mpsc::Receiver<Dispatch>), JoinError> {
+        let id = self.next_consumer.fetch_add(1, Ordering::Relaxed);
+        let subscription = {
+            let mut subs = topic.subs.lock().expect("subs lock");
+            subs.entry(sub.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(Subscription {
+                        name: sub.to_owned(),
+                        state: Mutex::new(SubState {
+                            kind,
+                            consumers: Vec::new(),
+                            rr: 0,
+                            backlog: VecDeque::new(),
+                        }),
+                    })
+                })
+                .clone()
+        };
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let mut st = subscription.state.lock().expect("sub lock");
+        if !st.consumers.is_empty() {
+            if st.kind != kind {
+                return Err(JoinError::TypeMismatch(sub.to_owned(), st.kind.as_str(), kind.as_str()));
+            }
+            if kind == SubType::Exclusive {
+                return Err(JoinError::Busy(sub.to_owned()));
+            }
+        }
+        st.kind = kind;
+        // hand over what waited for a consumer
+        while let Some(d) = st.backlog.front() {
+            match tx.try_send(d.clone()) {
+                Ok(()) => {
+                    st.backlog.pop_front();
+                }
+                Err(_) => break,
+            }
+        }
+        st.consumers.push(ConsumerSlot { id, tx });
+        drop(st);
+        Ok((subscription, id, rx))
+    }
+
+    /// Remove consumer `id`; `unacked` messages go back to the subscription (persistent topics) in order.
+    /// A non-persistent subscription disappears with its last consumer, as in Pulsar.
+    pub fn leave(&self, topic: &Arc<Topic>, sub: &Arc<Subscription>, id: u64, unacked: Vec<Dispatch>) {
+        let mut st = sub.state.lock().expect("sub lock");
+        st.consumers.retain(|c| c.id != id);
+        if topic.persistent {
+            for mut d in unacked.into_iter().rev() {
+                d.redelivery += 1;
+                st.backlog.push_front(d);
+            }
+            // hand the backlog to remaining consumers
+            redistribute(&mut st);
+        }
+        let empty = st.consumers.is_empty();
+        drop(st);
+        if empty && !topic.persistent {
+            let mut subs = topic.subs.lock().expect("subs lock");
+            if let Some(s) = subs.get(&sub.name) {
+                if Arc::ptr_eq(s, sub) && s.state.lock().expect("sub lock").consumers.is_empty() {
+                    subs.remove(&sub.name);
+                }
+            }
+        }
+    }
+}
+
+fn redistribute(st: &mut SubState) {
+    while let Some(d) = st.backlog.pop_front() {
+        let n = st.consumers.len();
+        let consumers = &st.consumers;
+        match pick(st.kind, n, &mut st.rr, |i| consumers[i].tx.capacity() > 0) {
+            Pick::Ready(i) => {
+                if let Err(e) = st.consumers[i].tx.try_send(d) {
+                    st.backlog.push_front(e.into_inner());
+                    return;
+                }
+            }
+            _ => {
+                st.backlog.push_front(d);
+                return;
+            }
+        }
+    }
+}
+
+impl Topic {
+    /// Deliver `msg` to every subscription. Waits (bounded by `hold`) when a subscription's consumers are
+    /// all full; returns an error rather than dropping anything it accepted.
+    pub async fn publish(&self, msg: Arc<Message>, hold: Duration, max_backlog: usize) -> Result<(), PublishError> {
+        self.msg_in.fetch_add(1, Ordering::Relaxed);
+        let subs: Vec<Arc<Subscription>> = {
+            let subs = self.subs.lock().expect("subs lock");
+            if subs.is_empty() {
+                // non-persistent: nobody listens, the message is dropped (Pulsar semantics);
+                // persistent: without a subscription there is nobody to keep it for.
+                return Ok(());
+            }
+            subs.values().cloned().collect()
+        };
+        for sub in subs {
+            let d = Dispatch {
+                msg: msg.clone(),
+                redelivery: 0,
+            };
+            let wait_on = {
+                let mut st = sub.state.lock().expect("sub lock");
+                let n = st.consumers.len();
+                let st = &mut *st;
+                let consumers = &st.consumers;
+                match pick(st.kind, n, &mut st.rr, |i| consumers[i].tx.capacity() > 0) {
+                    Pick::Ready(i) => match st.consumers[i].tx.try_send(d) {
+                        Ok(()) => None,
+                        Err(e) => Some((st.consumers[i].tx.clone(), e.into_inner())),
+                    },
+                    Pick::Wait(i) => Some((st.consumers[i].tx.clone(), d)),
+                    Pick::Nobody => {
+                        if self.persistent {
+                            if st.backlog.len() >= max_backlog {
+                                return Err(PublishError::BacklogFull(sub.name.clone(), max_backlog));
+                            }
+                            st.backlog.push_back(d);
+                        }
+                        None
+                    }
+                }
+            };
+            if let Some((tx, d)) = wait_on {
+                // the producer is held here: its socket is not read until there is room
+                match tx.send_timeout(d, hold).await {
+                    Ok(()) => {}
+                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                        return Err(PublishError::Full(sub.name.clone(), hold));
+                    }
+                    Err(mpsc::error::SendTimeoutError::Closed(d)) => {
+                        // the consumer left meanwhile: keep it for the subscription if persistent
+                        if self.persistent {
+                            let mut st = sub.state.lock().expect("sub lock");
+                            st.backlog.push_back(d);
+                            redistribute(&mut st);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,370 @@
+//! The calling side: one producer socket to the backend topic and one consumer socket on a private
+//! response topic, shared by every concurrent call. Calls are multiplexed by context; an in-flight table
+//! maps each context to the waiting caller. Replies may arrive fragmented and are reassembled here.
+//! Every call runs under a timeout and leaves nothing behind when it times out or is dropped.
+//!
+//! Depends on `transport` and `protocol`. Never on Python.
+
+mod error;
+
+pub use error::ClientError;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::dasf::{self, parse_fragment, MessageType, Outgoing, Status};
+use crate::protocol::envelope::{decode_payload, Delivery, ProducerAck, Properties};
+use crate::protocol::fragment::{Fed, Reassembler, ReassemblyLimits};
+use crate::protocol::url::BrokerAddress;
+use crate::transport::{self, ConnectOptions, WsReader};
+
+const LOG: &str = "demessaging_rs.client";
+
+/// How a client connects and behaves.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Where the broker is.
+    pub address: BrokerAddress,
+    /// The backend topic to call.
+    pub topic: String,
+    /// Connection options (headers, timeouts, frame limits).
+    pub connect: ConnectOptions,
+    /// Requests whose raw size exceeds this are sent in fragments.
+    pub max_payload_size: usize,
+    /// Bounds for reassembling fragmented replies.
+    pub reassembly: ReassemblyLimits,
+}
+
+/// A reply to a call.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// `success` unless the backend said otherwise.
+    pub status: Status,
+    /// The DASF message type of the reply.
+    pub message_type: String,
+    /// Decoded payload.
+    pub payload: Vec<u8>,
+    /// All properties of the (last) reply message.
+    pub properties: Properties,
+}
+
+/// A progress report received while a call runs.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Decoded payload (the report JSON).
+    pub payload: Vec<u8>,
+    /// Properties of the report message.
+    pub properties: Properties,
+}
+
+struct Pending {
+    done: oneshot::Sender<Result<Reply, ClientError>>,
+    progress: Option<mpsc::Sender<Progress>>,
+}
+
+struct Inner {
+    cfg: ClientConfig,
+    response_topic: String,
+    producer: mpsc::Sender<WsMessage>,
+    consumer: mpsc::Sender<WsMessage>,
+    pending: Mutex<HashMap<String, Pending>>,
+    reassembly: Mutex<Reassembler>,
+    counter: AtomicU64,
+    closed: CancellationToken,
+}
+
+/// A connected client. Cheap to clone; all clones share the two sockets.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// Removes an in-flight entry when a call ends in any way (reply, timeout, cancellation).
+struct PendingGuard<'a> {
+    inner: &'a Inner,
+    context: String,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.pending.lock().expect("pending lock").remove(&self.context);
+        self.inner
+            .reassembly
+            .lock()
+            .expect("reassembly lock")
+            .drop_key(&self.context);
+    }
+}
+
+fn random_letters(n: usize) -> String {
+    (0..n)
+        .map(|_| {
+            let c = fastrand::u8(0..52);
+            if c < 26 {
+                (b'a' + c) as char
+            } else {
+                (b'A' + c - 26) as char
+            }
+        })
+        .collect()
+}
+
+fn iso_now() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now())
+        .to_string()
+        .trim_end_matches('Z')
+        .to_owned()
+}
+
+impl Client {
+    /// Connect the response consumer, then the producer. Fails fast (no retries) with a clear error.
+    pub async fn connect(cfg: ClientConfig) -> Result<Self, ClientError> {
+        let response_topic = format!("{}_{}", cfg.topic, random_letters(8));
+        let subscription = format!("python-backend-{}", iso_now().replace(':', "-"));
+        let consumer_url = cfg.address.consumer_url(&response_topic, &subscription, "");
+        let producer_url = cfg.address.producer_url(&cfg.topic);
+        let cws = transport::connect(&consumer_url, &cfg.connect).await?;
+        let pws = transport::connect(&producer_url, &cfg.connect).await?;
+        let (consumer, creader) = transport::spawn_writer(cws, &cfg.connect);
+        let (producer, preader) = transport::spawn_writer(pws, &cfg.connect);
+        let inner = Arc::new(Inner {
+            reassembly: Mutex::new(Reassembler::new(cfg.reassembly)),
+            cfg,
+            response_topic,
+            producer,
+            consumer,
+            pending: Mutex::new(HashMap::new()),
+            counter: AtomicU64::new(0),
+            closed: CancellationToken::new(),
+        });
+        tokio::spawn(read_replies(inner.clone(), creader));
+        tokio::spawn(read_acks(inner.clone(), preader));
+        Ok(Self { inner })
+    }
+
+    /// The private topic replies arrive on.
+    pub fn response_topic(&self) -> &str {
+        &self.inner.response_topic
+    }
+
+    /// Whether a socket was lost (a new client is needed).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+
+    /// Close both sockets and fail every waiting call.
+    pub fn close(&self) {
+        fail_all(&self.inner, || ClientError::Closed);
+    }
+
+    /// Send `payload` as a DASF message of `msg_type` and wait for the matching reply.
+    /// `label` names the call in errors (e.g. the function name).
+    pub async fn call(
+        &self,
+        msg_type: MessageType,
+        payload: Vec<u8>,
+        timeout: Duration,
+        label: &str,
+        progress: Option<mpsc::Sender<Progress>>,
+    ) -> Result<Reply, ClientError> {
+        let inner = &*self.inner;
+        if inner.closed.is_cancelled() {
+            return Err(ClientError::Closed);
+        }
+        let context = inner.counter.fetch_add(1, Ordering::Relaxed).to_string();
+        let (tx, rx) = oneshot::channel();
+        inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .insert(context.clone(), Pending { done: tx, progress });
+        let _guard = PendingGuard {
+            inner,
+            context: context.clone(),
+        };
+
+        let mut properties = Map::new();
+        properties.insert(dasf::RESPONSE_TOPIC.into(), Value::String(inner.response_topic.clone()));
+        properties.insert(dasf::REQUEST_CONTEXT.into(), Value::String(context.clone()));
+        properties.insert(dasf::MESSAGE_TYPE.into(), Value::String(msg_type.as_str().into()));
+        let out = Outgoing {
+            properties,
+            payload,
+            context,
+        };
+        let frames = out.into_frames(inner.cfg.max_payload_size);
+        let work = async {
+            for f in frames {
+                inner
+                    .producer
+                    .send(WsMessage::text(f))
+                    .await
+                    .map_err(|_| ClientError::ConnectionLost)?;
+            }
+            rx.await.map_err(|_| ClientError::ConnectionLost)?
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout {
+                topic: inner.cfg.topic.clone(),
+                label: label.to_owned(),
+                timeout,
+            }),
+        }
+    }
+}
+
+fn fail_all(inner: &Inner, err: impl Fn() -> ClientError) {
+    inner.closed.cancel();
+    let drained: Vec<Pending> = inner
+        .pending
+        .lock()
+        .expect("pending lock")
+        .drain()
+        .map(|(_, p)| p)
+        .collect();
+    for p in drained {
+        let _ = p.done.send(Err(err()));
+    }
+}
+
+fn resolve(inner: &Inner, context: &str, result: Result<Reply, ClientError>) {
+    if let Some(p) = inner.pending.lock().expect("pending lock").remove(context) {
+        let _ = p.done.send(result);
+    } else {
+        tracing::debug!(target: LOG, "reply for unknown or expired context {context}");
+    }
+}
+
+async fn read_acks(inner: Arc<Inner>, mut reader: WsReader) {
+    loop {
+        let text = tokio::select! {
+            _ = inner.closed.cancelled() => return,
+            t = transport::next_text(&mut reader) => t,
+        };
+        match text {
+            None | Some(Err(_)) => {
+                if !inner.closed.is_cancelled() {
+                    tracing::warn!(target: LOG, "connection to the broker lost (producer on {})", inner.cfg.topic);
+                }
+                fail_all(&inner, || ClientError::ConnectionLost);
+                return;
+            }
+            Some(Ok(t)) => match serde_json::from_str::<ProducerAck>(&t) {
+                Ok(ack) if !ack.is_ok() => {
+                    let why = format!("{}: {}", ack.result, ack.error_msg.unwrap_or_default());
+                    if let Some(ctx) = ack.context {
+                        resolve(&inner, &ctx, Err(ClientError::Rejected(why)));
+                    } else {
+                        tracing::warn!(target: LOG, "broker rejected a message: {why}");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(target: LOG, "unreadable ack from broker: {e}"),
+            },
+        }
+    }
+}
+
+async fn read_replies(inner: Arc<Inner>, mut reader: WsReader) {
+    loop {
+        let text = tokio::select! {
+            _ = inner.closed.cancelled() => return,
+            t = transport::next_text(&mut reader) => t,
+        };
+        let text = match text {
+            None | Some(Err(_)) => {
+                if !inner.closed.is_cancelled() {
+                    tracing::warn!(target: LOG, "connection to the broker lost (consumer on {})", inner.response_topic);
+                }
+                fail_all(&inner, || ClientError::ConnectionLost);
+                return;
+            }
+            Some(Ok(t)) => t,
+        };
+        let delivery = match Delivery::parse(&text) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(target: LOG, "unreadable message on {}: {e}", inner.response_topic);
+                continue;
+            }
+        };
+        let ack = format!(r#"{{"messageId":{}}}"#, Value::String(delivery.message_id.clone()));
+        if inner.consumer.send(WsMessage::text(ack)).await.is_err() {
+            fail_all(&inner, || ClientError::ConnectionLost);
+            return;
+        }
+        handle_reply(&inner, delivery);
+    }
+}
+
+fn handle_reply(inner: &Inner, d: Delivery) {
+    let props = d.properties;
+    let Some(context) = props.get(dasf::REQUEST_CONTEXT).map(str::to_owned).or(d.context) else {
+        tracing::warn!(target: LOG, "reply without requestContext on {} dropped", inner.response_topic);
+        return;
+    };
+    let message_type = props.get(dasf::MESSAGE_TYPE).unwrap_or("response").to_owned();
+    if message_type == MessageType::Progress.as_str() {
+        let sender = inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .get(&context)
+            .and_then(|p| p.progress.clone());
+        match (sender, decode_payload(&d.payload)) {
+            (Some(tx), Ok(payload)) => {
+                if tx
+                    .try_send(Progress {
+                        payload,
+                        properties: props,
+                    })
+                    .is_err()
+                {
+                    tracing::debug!(target: LOG, "progress report for context {context} dropped (receiver busy)");
+                }
+            }
+            (None, _) => tracing::debug!(target: LOG, "progress report for context {context} ignored"),
+            (_, Err(e)) => tracing::warn!(target: LOG, "progress report for context {context}: {e}"),
+        }
+        return;
+    }
+    let status = props
+        .get(dasf::STATUS)
+        .and_then(Status::parse)
+        .unwrap_or(Status::Success);
+    let payload = match parse_fragment(&props) {
+        Err(e) => Err(ClientError::BadReply(e.to_string())),
+        Ok(None) => decode_payload(&d.payload).map_err(|e| ClientError::BadReply(e.to_string())),
+        Ok(Some((i, n))) => {
+            let now = Instant::now();
+            let mut r = inner.reassembly.lock().expect("reassembly lock");
+            for expired in r.expire(now) {
+                resolve(
+                    inner,
+                    &expired,
+                    Err(ClientError::BadReply("fragmented reply never completed".into())),
+                );
+            }
+            match r.feed(&context, i, n, d.payload, now) {
+                Ok(Fed::Pending) => return,
+                Ok(Fed::Complete(p)) => Ok(p),
+                Err(e) => Err(ClientError::BadReply(e.to_string())),
+            }
+        }
+    };
+    let result = payload.map(|payload| Reply {
+        status,
+        message_type,
+        payload,
+        properties: props,
+    });
+    resolve(inner, &context, result);
+}

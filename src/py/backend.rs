@@ -1,0 +1,254 @@
+//! `Backend`: serves a module topic, running requests through a Python callable on worker threads.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use super::client::ConnSpec;
+use super::errors::{backend_err, config_err};
+use super::runtime;
+use crate::backend::{self, BackendConfig, Handler, Replier, Request};
+use crate::protocol::dasf::{MessageType, Status};
+use crate::protocol::ReassemblyLimits;
+use crate::transport::Backoff;
+
+#[derive(Debug, Deserialize)]
+struct ServeSpec {
+    topic: String,
+    #[serde(default)]
+    subscription: Option<String>,
+    #[serde(default)]
+    subscription_type: Option<String>,
+    #[serde(default)]
+    max_workers: Option<usize>,
+    #[serde(default)]
+    queue_size: Option<usize>,
+    #[serde(default)]
+    producer_keep_alive: Option<f64>,
+    #[serde(default)]
+    producer_connection_timeout: Option<f64>,
+    #[serde(default)]
+    info: Option<String>,
+    #[serde(default)]
+    api_info: Option<String>,
+    #[serde(default)]
+    max_connect_attempts: Option<u32>,
+}
+
+struct PyHandler {
+    func: Py<PyAny>,
+}
+
+impl Handler for PyHandler {
+    fn handle(&self, request: &Request, replier: &Replier) -> Result<String, String> {
+        Python::attach(|py| {
+            let responder = Responder {
+                replier: replier.clone(),
+                message_id: request.message_id.clone(),
+            };
+            let result = self
+                .func
+                .call1(py, (PyString::new(py, &request.payload), responder))
+                .and_then(|r| r.extract::<(bool, String)>(py));
+            match result {
+                Ok((true, body)) => Ok(body),
+                Ok((false, text)) => Err(text),
+                Err(e) => Err(format!("error executing request: {e}")),
+            }
+        })
+    }
+}
+
+/// Lets Python code send extra messages (progress reports) to the caller of the running request.
+#[pyclass(frozen, module = "demessaging_rs._core")]
+pub struct Responder {
+    replier: Replier,
+    message_id: String,
+}
+
+#[pymethods]
+impl Responder {
+    /// The caller's context.
+    #[getter]
+    fn request_context(&self) -> &str {
+        &self.replier.meta().context
+    }
+
+    /// The topic replies go to.
+    #[getter]
+    fn response_topic(&self) -> &str {
+        &self.replier.meta().response_topic
+    }
+
+    /// The broker's id of the request message.
+    #[getter]
+    fn message_id(&self) -> &str {
+        &self.message_id
+    }
+
+    /// Send a message of `message_type` (e.g. "progress") with optional `status`, payload and extra
+    /// properties to the caller. Blocks only while the reply producer's queue is full.
+    #[pyo3(signature = (message_type, payload, status=None, properties=None))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        message_type: &str,
+        payload: &Bound<'_, PyAny>,
+        status: Option<&str>,
+        properties: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let mt = MessageType::parse(message_type)
+            .ok_or_else(|| config_err(format!("unknown message type {message_type:?}")))?;
+        let status = match status {
+            None => None,
+            Some(s) => Some(Status::parse(s).ok_or_else(|| config_err(format!("unknown status {s:?}")))?),
+        };
+        let payload: Vec<u8> = match payload.extract::<&str>() {
+            Ok(s) => s.as_bytes().to_vec(),
+            Err(_) => payload.extract::<Vec<u8>>()?,
+        };
+        let mut extra = Vec::new();
+        if let Some(p) = properties {
+            for (k, v) in p.iter() {
+                let v: serde_json::Value = pythonize::depythonize(&v).map_err(|e| config_err(e.to_string()))?;
+                extra.push((k.extract::<String>()?, v));
+            }
+        }
+        let replier = self.replier.clone();
+        py.detach(move || replier.send_blocking(mt, status, payload, extra));
+        Ok(())
+    }
+}
+
+/// A backend module serving one topic.
+#[pyclass(frozen, module = "demessaging_rs._core")]
+pub struct Backend {
+    cfg: BackendConfig,
+    handler: Arc<PyHandler>,
+    cancel: CancellationToken,
+    running: Mutex<bool>,
+}
+
+#[pymethods]
+impl Backend {
+    /// `Backend(connection, serve, handler)`. `handler(payload: str, responder) -> (ok: bool, text: str)`
+    /// runs on a worker thread for every request.
+    #[new]
+    fn new(connection: &Bound<'_, PyDict>, serve: &Bound<'_, PyDict>, handler: Py<PyAny>) -> PyResult<Self> {
+        let conn = ConnSpec::from_py(connection)?;
+        let spec: ServeSpec =
+            pythonize::depythonize(serve.as_any()).map_err(|e| config_err(format!("invalid backend settings: {e}")))?;
+        let max_workers = spec
+            .max_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get() + 4).min(32));
+        let queue_size = spec.queue_size.unwrap_or(max_workers.max(1) * 100);
+        if queue_size < max_workers {
+            return Err(config_err(format!(
+                "queue_size ({queue_size}) needs to be larger than or equal to max_workers ({max_workers})"
+            )));
+        }
+        let subscription = spec.subscription.clone().unwrap_or_else(|| {
+            let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+            format!("backend-module-{}", now.trim_end_matches('Z').replace(':', "-"))
+        });
+        let consumer_query = match spec.subscription_type.as_deref() {
+            None | Some("") => String::new(),
+            Some(t @ ("Exclusive" | "Shared" | "Failover")) => format!("subscriptionType={t}"),
+            Some(other) => return Err(config_err(format!("unsupported subscription type {other:?}"))),
+        };
+        let backoff = Backoff {
+            max_attempts: spec.max_connect_attempts,
+            ..Backoff::default()
+        };
+        let cfg = BackendConfig {
+            address: conn.address()?,
+            topic: spec.topic,
+            subscription,
+            consumer_query,
+            connect: conn.connect_options(),
+            backoff,
+            max_workers,
+            queue_size,
+            max_payload_size: conn.max_payload_size.unwrap_or(512_000),
+            producer_keep_alive: Duration::from_secs_f64(spec.producer_keep_alive.unwrap_or(120.0).max(0.0)),
+            producer_connection_timeout: Duration::from_secs_f64(
+                spec.producer_connection_timeout.unwrap_or(30.0).max(0.001),
+            ),
+            info: spec.info,
+            api_info: spec.api_info,
+            reassembly: ReassemblyLimits::default(),
+        };
+        Ok(Self {
+            cfg,
+            handler: Arc::new(PyHandler { func: handler }),
+            cancel: CancellationToken::new(),
+            running: Mutex::new(false),
+        })
+    }
+
+    /// The subscription name in use.
+    #[getter]
+    fn subscription(&self) -> &str {
+        &self.cfg.subscription
+    }
+
+    /// Worker threads.
+    #[getter]
+    fn max_workers(&self) -> usize {
+        self.cfg.max_workers
+    }
+
+    /// Queue size.
+    #[getter]
+    fn queue_size(&self) -> usize {
+        self.cfg.queue_size
+    }
+
+    /// Serve until `stop()` or Ctrl-C. On Ctrl-C, running requests finish (up to `drain_timeout` seconds)
+    /// and their replies are sent before `KeyboardInterrupt` propagates.
+    #[pyo3(signature = (drain_timeout=30.0))]
+    fn run(&self, py: Python<'_>, drain_timeout: f64) -> PyResult<()> {
+        {
+            let mut running = self.running.lock().expect("backend lock");
+            if *running {
+                return Err(config_err("this backend is already running"));
+            }
+            *running = true;
+        }
+        let handler: Arc<dyn Handler> = self.handler.clone();
+        let cancel = self.cancel.clone();
+        let task = runtime::get().spawn(backend::run(self.cfg.clone(), handler, cancel.clone()));
+        let state = Arc::new(tokio::sync::Mutex::new(task));
+        let st = state.clone();
+        let waited = runtime::wait(py, async move {
+            let mut t = st.lock().await;
+            (&mut *t).await
+        });
+        let outcome = match waited {
+            Ok(joined) => joined
+                .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?
+                .map_err(backend_err),
+            Err(interrupt) => {
+                // Ctrl-C: stop consuming, drain, then re-raise
+                cancel.cancel();
+                let limit = Duration::from_secs_f64(drain_timeout.max(0.0));
+                let _ = runtime::wait(py, async move {
+                    let mut t = state.lock().await;
+                    let _ = tokio::time::timeout(limit, &mut *t).await;
+                });
+                Err(interrupt)
+            }
+        };
+        *self.running.lock().expect("backend lock") = false;
+        outcome
+    }
+
+    /// Ask a running backend to stop (from another thread).
+    fn stop(&self) {
+        self.cancel.cancel();
+    }
+}

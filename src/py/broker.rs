@@ -1,0 +1,124 @@
+//! `Broker`: the embedded broker, started on the shared runtime.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+use super::errors::config_err;
+use super::runtime;
+use crate::broker::{Broker as RsBroker, BrokerConfig};
+
+/// A running embedded broker.
+#[pyclass(frozen, module = "demessaging_rs._core")]
+pub struct Broker {
+    host: String,
+    port: u16,
+    cancel: CancellationToken,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+#[pymethods]
+impl Broker {
+    /// Bind and start serving at once (port 0 picks a free port).
+    #[new]
+    #[pyo3(signature = (host="127.0.0.1", port=8080, *, max_frame_size=None, max_connections=None, tokens=None, receiver_queue_size=None, publish_hold=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        host: &str,
+        port: u16,
+        max_frame_size: Option<usize>,
+        max_connections: Option<usize>,
+        tokens: Option<Vec<String>>,
+        receiver_queue_size: Option<usize>,
+        publish_hold: Option<f64>,
+    ) -> PyResult<Self> {
+        let mut cfg = BrokerConfig::default();
+        if let Some(v) = max_frame_size {
+            cfg.max_frame_size = v;
+        }
+        if let Some(v) = max_connections {
+            cfg.max_connections = v;
+        }
+        if let Some(v) = receiver_queue_size {
+            cfg.receiver_queue_size = v.max(1);
+        }
+        if let Some(v) = publish_hold {
+            cfg.publish_hold = Duration::from_secs_f64(v.max(0.0));
+        }
+        cfg.tokens = tokens.map(|t| t.into_iter().collect::<HashSet<_>>());
+        let addr = format!("{host}:{port}");
+        let sock: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .map_err(|e| config_err(format!("cannot resolve {addr}: {e}")))?
+            .next()
+            .ok_or_else(|| config_err(format!("cannot resolve {addr}")))?;
+        let bound = runtime::wait(py, async move { RsBroker::bind(sock, cfg).await })?
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot listen on {addr}: {e}")))?;
+        let local = bound
+            .local_addr()
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+        let cancel = CancellationToken::new();
+        let task = runtime::get().spawn(bound.serve(cancel.clone()));
+        Ok(Self {
+            host: local.ip().to_string(),
+            port: local.port(),
+            cancel,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// The bound host address.
+    #[getter]
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The bound port.
+    #[getter]
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `ws://host:port`.
+    #[getter]
+    fn url(&self) -> String {
+        format!("ws://{}:{}", self.host, self.port)
+    }
+
+    /// Whether the broker still serves.
+    #[getter]
+    fn running(&self) -> bool {
+        !self.cancel.is_cancelled()
+    }
+
+    /// Stop: close every connection and wait for them (at most `timeout` seconds).
+    #[pyo3(signature = (timeout=10.0))]
+    fn stop(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+        self.cancel.cancel();
+        let task = self.task.lock().expect("broker lock").take();
+        if let Some(task) = task {
+            let limit = Duration::from_secs_f64(timeout.max(0.0));
+            runtime::wait(py, async move {
+                let _ = tokio::time::timeout(limit, task).await;
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Serve until Ctrl-C (or SIGTERM turned into KeyboardInterrupt by the caller), then stop.
+    fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
+        let cancel = self.cancel.clone();
+        let r = runtime::wait(py, async move { cancel.cancelled().await });
+        self.stop(py, 10.0)?;
+        r
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}

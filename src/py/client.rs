@@ -1,0 +1,274 @@
+//! `Client`: calls a backend topic. One instance keeps one connection pair and multiplexes calls; it
+//! reconnects on the next call after a lost connection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::errors::{client_err, config_err};
+use super::runtime;
+use crate::client::{Client as RsClient, ClientConfig, ClientError, Progress, Reply};
+use crate::protocol::dasf::MessageType;
+use crate::protocol::url::BrokerAddress;
+use crate::protocol::{Properties, ReassemblyLimits};
+use crate::transport::ConnectOptions;
+
+/// Connection settings shared by `Client` and `Backend`, as the Python config dumps them.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ConnSpec {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<serde_json::Value>,
+    #[serde(default)]
+    pub persistent: Option<String>,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub websocket_url: Option<String>,
+    #[serde(default)]
+    pub producer_url: Option<String>,
+    #[serde(default)]
+    pub consumer_url: Option<String>,
+    #[serde(default)]
+    pub header: HashMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub max_payload_size: Option<usize>,
+    #[serde(default)]
+    pub connect_timeout: Option<f64>,
+    #[serde(default)]
+    pub max_message_size: Option<usize>,
+}
+
+impl ConnSpec {
+    pub(crate) fn from_py(spec: &Bound<'_, PyDict>) -> PyResult<Self> {
+        pythonize::depythonize(spec.as_any()).map_err(|e| config_err(format!("invalid connection settings: {e}")))
+    }
+
+    pub(crate) fn address(&self) -> PyResult<BrokerAddress> {
+        let ws = self.websocket_url.clone().filter(|s| !s.is_empty());
+        let pu = self.producer_url.clone().filter(|s| !s.is_empty());
+        let cu = self.consumer_url.clone().filter(|s| !s.is_empty());
+        if ws.is_some() || (pu.is_some() && cu.is_some()) {
+            let base = ws.unwrap_or_default();
+            return Ok(BrokerAddress::Websocket {
+                producer_url: pu.unwrap_or_else(|| base.clone()),
+                consumer_url: cu.unwrap_or(base),
+            });
+        }
+        let port = match &self.port {
+            None => "8080".to_owned(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(other) => return Err(config_err(format!("invalid port {other}"))),
+        };
+        Ok(BrokerAddress::Pulsar {
+            host: self.host.clone().unwrap_or_else(|| "localhost".into()),
+            port,
+            persistence: self.persistent.clone().unwrap_or_else(|| "non-persistent".into()),
+            tenant: self.tenant.clone().unwrap_or_else(|| "public".into()),
+            namespace: self.namespace.clone().unwrap_or_else(|| "default".into()),
+        })
+    }
+
+    pub(crate) fn connect_options(&self) -> ConnectOptions {
+        let defaults = ConnectOptions::default();
+        let headers = self
+            .header
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()),
+                )
+            })
+            .collect();
+        ConnectOptions {
+            headers,
+            connect_timeout: self
+                .connect_timeout
+                .map_or(defaults.connect_timeout, |t| Duration::from_secs_f64(t.max(0.001))),
+            max_message_size: self.max_message_size.unwrap_or(defaults.max_message_size),
+            ..defaults
+        }
+    }
+}
+
+/// A client of one backend topic.
+#[pyclass(frozen, module = "demessaging_rs._core")]
+pub struct Client {
+    cfg: ClientConfig,
+    conn: Arc<tokio::sync::Mutex<Option<RsClient>>>,
+}
+
+fn message_type(s: &str) -> PyResult<MessageType> {
+    MessageType::parse(s).ok_or_else(|| config_err(format!("unknown message type {s:?}")))
+}
+
+fn payload_bytes(payload: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(s) = payload.extract::<&str>() {
+        Ok(s.as_bytes().to_vec())
+    } else {
+        Ok(payload.extract::<Vec<u8>>()?)
+    }
+}
+
+fn props_to_py<'py>(py: Python<'py>, props: Properties) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in props.0 {
+        d.set_item(k, v)?;
+    }
+    Ok(d)
+}
+
+type PyReply = (String, Py<PyBytes>, Py<PyDict>);
+
+fn reply_to_py(py: Python<'_>, r: Reply) -> PyResult<PyReply> {
+    let props = props_to_py(py, r.properties)?;
+    Ok((
+        r.status.as_str().to_owned(),
+        PyBytes::new(py, &r.payload).unbind(),
+        props.unbind(),
+    ))
+}
+
+/// The shared connection, opened (again) when missing or lost. Concurrent first calls share one connect.
+async fn connection(cfg: &ClientConfig, slot: &tokio::sync::Mutex<Option<RsClient>>) -> Result<RsClient, ClientError> {
+    let mut guard = slot.lock().await;
+    if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
+        return Ok(c.clone());
+    }
+    let c = RsClient::connect(cfg.clone()).await?;
+    *guard = Some(c.clone());
+    Ok(c)
+}
+
+enum Step {
+    Progress(Progress),
+    Done(Result<Result<Reply, ClientError>, tokio::task::JoinError>),
+}
+
+#[pymethods]
+impl Client {
+    /// `Client(topic, connection)`: `connection` holds host/port/... or websocket_url, header,
+    /// max_payload_size and connect_timeout.
+    #[new]
+    fn new(topic: String, connection: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let spec = ConnSpec::from_py(connection)?;
+        let cfg = ClientConfig {
+            address: spec.address()?,
+            topic,
+            connect: spec.connect_options(),
+            max_payload_size: spec.max_payload_size.unwrap_or(512_000),
+            reassembly: ReassemblyLimits::default(),
+        };
+        Ok(Self {
+            cfg,
+            conn: Arc::new(tokio::sync::Mutex::new(None)),
+        })
+    }
+
+    /// The topic this client calls.
+    #[getter]
+    fn topic(&self) -> &str {
+        &self.cfg.topic
+    }
+
+    /// Open the connections now (otherwise the first call does).
+    fn connect(&self, py: Python<'_>) -> PyResult<()> {
+        let (cfg, slot) = (self.cfg.clone(), self.conn.clone());
+        runtime::wait(py, async move { connection(&cfg, &slot).await.map(|_| ()) })?.map_err(client_err)
+    }
+
+    /// Send a message and wait for the reply: returns `(status, payload, properties)`.
+    /// `on_progress(payload: bytes, properties: dict)` is called for progress reports, in this thread.
+    #[pyo3(signature = (message_type, payload, timeout, label, on_progress=None))]
+    fn call(
+        &self,
+        py: Python<'_>,
+        message_type: &str,
+        payload: &Bound<'_, PyAny>,
+        timeout: f64,
+        label: &str,
+        on_progress: Option<Py<PyAny>>,
+    ) -> PyResult<PyReply> {
+        let mt = self::message_type(message_type)?;
+        let payload = payload_bytes(payload)?;
+        let timeout = Duration::from_secs_f64(timeout.max(0.0));
+        let label = label.to_owned();
+        let (cfg, slot) = (self.cfg.clone(), self.conn.clone());
+        let Some(cb) = on_progress else {
+            let r = runtime::wait(py, async move {
+                let c = connection(&cfg, &slot).await?;
+                c.call(mt, payload, timeout, &label, None).await
+            })?;
+            return reply_to_py(py, r.map_err(client_err)?);
+        };
+        let (ptx, prx) = mpsc::channel(64);
+        let handle = runtime::get().spawn(async move {
+            let c = connection(&cfg, &slot).await?;
+            c.call(mt, payload, timeout, &label, Some(ptx)).await
+        });
+        let state = Arc::new(tokio::sync::Mutex::new((handle, prx)));
+        loop {
+            let st = state.clone();
+            let step = runtime::wait(py, async move {
+                let mut guard = st.lock().await;
+                let (handle, prx) = &mut *guard;
+                tokio::select! {
+                    biased;
+                    Some(p) = prx.recv() => Step::Progress(p),
+                    r = handle => Step::Done(r),
+                }
+            })?;
+            match step {
+                Step::Progress(p) => {
+                    let props = props_to_py(py, p.properties)?;
+                    cb.call1(py, (PyBytes::new(py, &p.payload), props))?;
+                }
+                Step::Done(r) => {
+                    let r = r.map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+                    return reply_to_py(py, r.map_err(client_err)?);
+                }
+            }
+        }
+    }
+
+    /// Async variant of `call` (no progress callback): an awaitable resolving to the same tuple.
+    fn call_async<'py>(
+        &self,
+        py: Python<'py>,
+        message_type: &str,
+        payload: &Bound<'py, PyAny>,
+        timeout: f64,
+        label: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        runtime::init_async();
+        let mt = self::message_type(message_type)?;
+        let payload = payload_bytes(payload)?;
+        let timeout = Duration::from_secs_f64(timeout.max(0.0));
+        let (cfg, slot) = (self.cfg.clone(), self.conn.clone());
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let c = connection(&cfg, &slot).await.map_err(client_err)?;
+            let r = c.call(mt, payload, timeout, &label, None).await.map_err(client_err)?;
+            Python::attach(|py| reply_to_py(py, r))
+        })
+    }
+
+    /// Close the connections; waiting calls fail with `BrokerConnectionError`.
+    fn close(&self) {
+        if let Ok(mut guard) = self.conn.try_lock() {
+            if let Some(c) = guard.take() {
+                let _rt = runtime::get().enter();
+                c.close();
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The only room that touches PyO3: the `demessaging_rs._core` extension module.
+//!
+//! GIL rules: Python is attached only to run user code, pydantic and conversions; every wait (network,
+//! worker queues, shutdown) happens detached through [`runtime::wait`], which re-attaches every 100 ms
+//! only to check for signals so Ctrl-C interrupts a blocked call.
+
+mod backend;
+mod broker;
+mod client;
+mod errors;
+mod runtime;
+
+use pyo3::prelude::*;
+
+/// The native core of demessaging-rs.
+#[pymodule]
+mod _core {
+    #[pymodule_export]
+    use super::backend::{Backend, Responder};
+    #[pymodule_export]
+    use super::broker::Broker;
+    #[pymodule_export]
+    use super::client::Client;
+
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        super::init_logging(m.py());
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add(
+            "build_profile",
+            if cfg!(debug_assertions) { "debug" } else { "release" },
+        )?;
+        Ok(())
+    }
+}
+
+fn init_logging(py: Python<'_>) {
+    // NOTE: records below INFO never reach Python: each record takes the GIL, and the data path logs at
+    // debug level. `configure_rust_logging` lowers the filter when a user asks for debug output.
+    if let Ok(logger) = pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels) {
+        let _ = logger.filter(log::LevelFilter::Info).install();
+    }
+}

@@ -1,0 +1,216 @@
+//! WebSocket client connections (tokio-tungstenite): connect with headers and a timeout, reconnect with
+//! capped exponential backoff and jitter, and a writer task fed by a bounded channel.
+//!
+//! Depends on `protocol` only. Used by `backend` and `client`; the broker accepts connections itself.
+
+mod error;
+
+pub use error::TransportError;
+
+use std::time::Duration;
+
+use futures_util::stream::SplitStream;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// A connected client WebSocket.
+pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The reading half of a connection.
+pub type WsReader = SplitStream<WsStream>;
+
+/// How to open a connection.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Extra HTTP headers for the upgrade request (e.g. `authorization`).
+    pub headers: Vec<(String, String)>,
+    /// Time allowed for TCP connect plus WebSocket handshake.
+    pub connect_timeout: Duration,
+    /// Largest frame/message accepted from the peer.
+    pub max_message_size: usize,
+    /// Capacity of the writer queue.
+    pub write_queue: usize,
+    /// Interval of WebSocket pings sent while idle (`None`: never).
+    pub ping_interval: Option<Duration>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            headers: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            max_message_size: 64 << 20,
+            write_queue: 1024,
+            ping_interval: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Open one WebSocket connection to `url`.
+pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<WsStream, TransportError> {
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| TransportError::InvalidUrl(url.into(), e.to_string()))?;
+    for (k, v) in &opts.headers {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| TransportError::InvalidHeader(k.clone(), e.to_string()))?;
+        let value = HeaderValue::from_str(v).map_err(|e| TransportError::InvalidHeader(k.clone(), e.to_string()))?;
+        request.headers_mut().insert(name, value);
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(opts.max_message_size))
+        .max_frame_size(Some(opts.max_message_size));
+    let fut = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    match tokio::time::timeout(opts.connect_timeout, fut).await {
+        Err(_) => Err(TransportError::Timeout(url.into(), opts.connect_timeout)),
+        Ok(Err(e)) => Err(TransportError::connect(url, e)),
+        Ok(Ok((ws, _response))) => Ok(ws),
+    }
+}
+
+/// Capped exponential backoff with jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+    /// Give up after this many failed attempts (`None`: never).
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(10),
+            max_attempts: None,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before retry number `attempt` (1-based), with ±25 % jitter.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self.initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let base = exp.min(self.max);
+        let jitter = 0.75 + fastrand::f64() * 0.5;
+        base.mul_f64(jitter)
+    }
+}
+
+/// Connect, retrying with `backoff` until success, cancellation or the attempt limit. Each failure is
+/// logged once as a warning with the next delay, so a user sees why nothing happens.
+pub async fn connect_with_backoff(
+    url: &str,
+    opts: &ConnectOptions,
+    backoff: Backoff,
+    cancel: &CancellationToken,
+) -> Result<WsStream, TransportError> {
+    let mut attempt = 0u32;
+    loop {
+        let err = tokio::select! {
+            _ = cancel.cancelled() => return Err(TransportError::Cancelled),
+            r = connect(url, opts) => match r {
+                Ok(ws) => return Ok(ws),
+                Err(e) => e,
+            },
+        };
+        if !err.is_retryable() {
+            return Err(err);
+        }
+        attempt += 1;
+        if backoff.max_attempts.is_some_and(|m| attempt >= m) {
+            return Err(err);
+        }
+        let delay = backoff.delay(attempt);
+        tracing::warn!(target: "demessaging_rs.transport", "{err}; retrying in {:.1} s", delay.as_secs_f64());
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(TransportError::Cancelled),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Split `ws` and spawn a writer task that sends whatever arrives on the returned bounded channel and
+/// pings while idle. The writer ends when every sender is dropped or the socket fails; it closes the
+/// socket politely on the way out.
+pub fn spawn_writer(ws: WsStream, opts: &ConnectOptions) -> (mpsc::Sender<Message>, WsReader) {
+    let (mut sink, stream) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(opts.write_queue.max(1));
+    let ping = opts.ping_interval;
+    tokio::spawn(async move {
+        let mut ticker = ping.map(|p| {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + p, p);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = async { match ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
+                    Message::Ping(Default::default())
+                }
+            };
+            // NOTE: feed + flush only when the queue is drained batches frames under load.
+            if sink.feed(msg).await.is_err() {
+                return;
+            }
+            while let Ok(m) = rx.try_recv() {
+                if sink.feed(m).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    (tx, stream)
+}
+
+/// Read the next text frame, skipping control frames. `None` when the connection is closed or broken.
+pub async fn next_text(reader: &mut WsReader) -> Option<Result<String, TransportError>> {
+    loop {
+        match reader.next().await? {
+            Ok(Message::Text(t)) => return Some(Ok(t.as_str().to_owned())),
+            Ok(Message::Binary(b)) => match String::from_utf8(b.to_vec()) {
+                Ok(t) => return Some(Ok(t)),
+                Err(_) => return Some(Err(TransportError::Protocol("binary frame that is not UTF-8".into()))),
+            },
+            Ok(Message::Close(_)) => return None,
+            Ok(_) => continue,
+            Err(e) => return Some(Err(TransportError::Ws(e.to_string()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            max_attempts: None,
+        };
+        for attempt in 1..30 {
+            let d = b.delay(attempt);
+            assert!(d <= Duration::from_millis(1250), "{d:?}");
+            assert!(d >= Duration::from_millis(75), "{d:?}");
+        }
+        assert!(b.delay(5) >= Duration::from_millis(750));
+    }
+}

@@ -1,0 +1,115 @@
+"""Fixtures: a real embedded broker on a free loopback port, backends in real subprocesses.
+
+Every wait is bounded; every process and server started here is stopped at teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import pytest
+
+from demessaging_rs import Broker
+from demessaging_rs._core import Client
+from demessaging_rs.exceptions import BrokerConnectionError, CallTimeout
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+BACKENDS = Path(__file__).resolve().parent / "backends"
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    b = Broker(host="127.0.0.1", port=0)
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def client(broker: Broker, topic: str) -> Client:
+    return Client(topic, {"host": "127.0.0.1", "port": broker.port})
+
+
+def wait_for_pong(broker: Broker, topic: str, proc: Optional[subprocess.Popen] = None, limit: float = 60.0) -> None:
+    """Ping the backend on `topic` until it answers (PROTOCOL.md §4: non-persistent topics drop early requests)."""
+    c = client(broker, topic)
+    deadline = time.monotonic() + limit
+    try:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"backend exited early with code {proc.returncode}")
+            try:
+                _status, _body, props = c.call("ping", b"", 0.5, "ping")
+                if props.get("messageType") == "pong":
+                    return
+            except (CallTimeout, BrokerConnectionError):
+                time.sleep(0.05)
+        raise AssertionError(f"no pong from {topic} within {limit} s")
+    finally:
+        c.close()
+
+
+def reference_copy(src: Path, dst_dir: Path) -> Path:
+    """The same backend module, importing the reference package instead of ours."""
+    dst = dst_dir / ("ref_" + src.name)
+    dst.write_text(src.read_text().replace("demessaging_rs", "demessaging"))
+    return dst
+
+
+class Backends:
+    def __init__(self, broker: Broker, tmp_path: Path) -> None:
+        self.broker = broker
+        self.tmp_path = tmp_path
+        self.procs: List[subprocess.Popen] = []
+
+    def start(self, script: Path, topic: str, *extra: str, wait: bool = True, env: Optional[dict] = None) -> subprocess.Popen:
+        log = open(self.tmp_path / f"{script.stem}-{topic}-{len(self.procs)}.log", "w")
+        cmd = [sys.executable, str(script), "-H", "127.0.0.1", "-p", str(self.broker.port), "-t", topic, *extra, "listen"]
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(script.parent), env={**os.environ, **(env or {})}
+        )
+        proc.log_path = log.name  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        if wait:
+            try:
+                wait_for_pong(self.broker, topic, proc)
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n--- backend log ---\n{Path(log.name).read_text()}") from None
+        return proc
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+
+
+@pytest.fixture
+def backends(broker: Broker, tmp_path: Path) -> Iterator[Backends]:
+    b = Backends(broker, tmp_path)
+    try:
+        yield b
+    finally:
+        b.stop_all()
+
+
+@pytest.fixture
+def run_python(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    def run(*args: str, timeout: float = 60, cwd: Optional[Path] = None, input: Optional[str] = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=str(cwd or tmp_path), input=input
+        )
+
+    return run

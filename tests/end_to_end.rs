@@ -1,0 +1,353 @@
+//! End to end through the embedded broker on a loopback port: a Rust handler as backend, the Rust
+//! client as caller. No Python involved.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use demessaging_rs::backend::{self, BackendConfig, Handler, Replier, Request};
+use demessaging_rs::broker::{Broker, BrokerConfig, BrokerHandle};
+use demessaging_rs::client::{Client, ClientConfig, ClientError};
+use demessaging_rs::protocol::dasf::MessageType;
+use demessaging_rs::protocol::url::BrokerAddress;
+use demessaging_rs::protocol::{ReassemblyLimits, Status};
+use demessaging_rs::transport::{Backoff, ConnectOptions};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+struct Echo;
+
+impl Handler for Echo {
+    fn handle(&self, request: &Request, _replier: &Replier) -> Result<String, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(&request.payload).map_err(|e| format!("error validating request: {e}"))?;
+        match v["func_name"].as_str() {
+            Some("echo") => Ok(serde_json::to_string(&v["data"]).unwrap()),
+            Some("big") => Ok(format!("\"{}\"", "x".repeat(v["n"].as_u64().unwrap() as usize))),
+            Some("sleep") => {
+                std::thread::sleep(Duration::from_millis(v["ms"].as_u64().unwrap()));
+                Ok("null".into())
+            }
+            _ => Err("error validating request: unknown func_name".into()),
+        }
+    }
+}
+
+async fn start_broker() -> BrokerHandle {
+    Broker::bind("127.0.0.1:0".parse().unwrap(), BrokerConfig::default())
+        .await
+        .unwrap()
+        .spawn()
+        .unwrap()
+}
+
+fn address(b: &BrokerHandle) -> BrokerAddress {
+    BrokerAddress::Pulsar {
+        host: "127.0.0.1".into(),
+        port: b.addr.port().to_string(),
+        persistence: "non-persistent".into(),
+        tenant: "public".into(),
+        namespace: "default".into(),
+    }
+}
+
+fn backend_config(b: &BrokerHandle, topic: &str, workers: usize, queue: usize) -> BackendConfig {
+    BackendConfig {
+        address: address(b),
+        topic: topic.into(),
+        subscription: "backend-module-test".into(),
+        consumer_query: String::new(),
+        connect: ConnectOptions::default(),
+        backoff: Backoff {
+            max_attempts: Some(50),
+            ..Backoff::default()
+        },
+        max_workers: workers,
+        queue_size: queue,
+        max_payload_size: 512_000,
+        producer_keep_alive: Duration::from_secs(120),
+        producer_connection_timeout: Duration::from_secs(5),
+        info: Some("{\"title\":\"t\"}".into()),
+        api_info: None,
+        reassembly: ReassemblyLimits::default(),
+    }
+}
+
+async fn client(b: &BrokerHandle, topic: &str) -> Client {
+    Client::connect(ClientConfig {
+        address: address(b),
+        topic: topic.into(),
+        connect: ConnectOptions::default(),
+        max_payload_size: 512_000,
+        reassembly: ReassemblyLimits::default(),
+    })
+    .await
+    .unwrap()
+}
+
+/// Ping until pong: the backend's subscription exists once this returns.
+async fn wait_ready(c: &Client) {
+    for _ in 0..100 {
+        if let Ok(r) = c
+            .call(MessageType::Ping, Vec::new(), Duration::from_millis(100), "ping", None)
+            .await
+        {
+            assert_eq!(r.message_type, "pong");
+            return;
+        }
+    }
+    panic!("backend never answered ping");
+}
+
+fn call_json(v: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&v).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_reply_large_reply_and_bad_input() {
+    let b = start_broker().await;
+    let cancel = CancellationToken::new();
+    let be = tokio::spawn(backend::run(
+        backend_config(&b, "e2e", 2, 8),
+        Arc::new(Echo),
+        cancel.clone(),
+    ));
+    let c = client(&b, "e2e").await;
+    wait_ready(&c).await;
+
+    let t = Duration::from_secs(10);
+    let r = c
+        .call(
+            MessageType::Request,
+            call_json(serde_json::json!({"func_name": "echo", "data": [1, "a"]})),
+            t,
+            "echo",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Success);
+    assert_eq!(r.payload, br#"[1,"a"]"#);
+
+    // 2 MB reply: fragmented by the backend, reassembled by the client
+    let n = 2_000_000u64;
+    let r = c
+        .call(
+            MessageType::Request,
+            call_json(serde_json::json!({"func_name": "big", "n": n})),
+            t,
+            "big",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.payload.len() as u64, n + 2);
+
+    // 2 MB request: fragmented by the client, reassembled by the backend
+    let data = "y".repeat(2_000_000);
+    let r = c
+        .call(
+            MessageType::Request,
+            call_json(serde_json::json!({"func_name": "echo", "data": data})),
+            t,
+            "echo",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.payload.len(), 2_000_002);
+
+    // handler error
+    let r = c
+        .call(
+            MessageType::Request,
+            call_json(serde_json::json!({"func_name": "nope"})),
+            t,
+            "nope",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Error);
+    assert!(String::from_utf8(r.payload)
+        .unwrap()
+        .starts_with("error validating request"));
+
+    // not UTF-8: answered by the backend without reaching the handler
+    let r = c
+        .call(MessageType::Request, vec![0xff, 0xfe, 0x00], t, "raw", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Error);
+    assert!(String::from_utf8(r.payload).unwrap().contains("not valid UTF-8"));
+
+    // unknown message type
+    let r = c
+        .call(MessageType::Log, Vec::new(), Duration::from_millis(300), "log", None)
+        .await;
+    assert!(
+        matches!(r, Err(ClientError::Timeout { .. })) || r.is_ok(),
+        "log messages are ignored: {r:?}"
+    );
+
+    // info
+    let r = c.call(MessageType::Info, Vec::new(), t, "info", None).await.unwrap();
+    assert_eq!(r.properties.get("info"), Some("{\"title\":\"t\"}"));
+
+    // still serving
+    let r = c
+        .call(
+            MessageType::Request,
+            call_json(serde_json::json!({"func_name": "echo", "data": 1})),
+            t,
+            "echo",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.payload, b"1");
+
+    cancel.cancel();
+    be.await.unwrap().unwrap();
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_malformed_frames_get_error_replies() {
+    let b = start_broker().await;
+    let cancel = CancellationToken::new();
+    let be = tokio::spawn(backend::run(
+        backend_config(&b, "raw", 1, 4),
+        Arc::new(Echo),
+        cancel.clone(),
+    ));
+    let c = client(&b, "raw").await;
+    wait_ready(&c).await;
+    let port = b.addr.port();
+    let (mut cons, _) = tokio_tungstenite::connect_async(format!(
+        "ws://127.0.0.1:{port}/ws/v2/consumer/non-persistent/public/default/raw-replies/s"
+    ))
+    .await
+    .unwrap();
+    let (mut prod, _) = tokio_tungstenite::connect_async(format!(
+        "ws://127.0.0.1:{port}/ws/v2/producer/non-persistent/public/default/raw"
+    ))
+    .await
+    .unwrap();
+    let props = |ctx: &str, mt: &str| serde_json::json!({"response_topic": "raw-replies", "requestContext": ctx, "messageType": mt});
+    let cases = [
+        (
+            serde_json::json!({"payload": "%%%notbase64", "properties": props("1", "request")}),
+            "base64",
+        ),
+        (
+            serde_json::json!({"payload": "", "properties": props("2", "bogus")}),
+            "unsupported message type",
+        ),
+        (
+            serde_json::json!({"payload": "bm90IGpzb24=", "properties": props("3", "request")}),
+            "error validating request",
+        ),
+    ];
+    for (frame, expect) in cases {
+        prod.send(Message::text(frame.to_string())).await.unwrap();
+        let ack = tokio::time::timeout(Duration::from_secs(5), prod.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let ack: serde_json::Value = serde_json::from_str(ack.to_text().unwrap()).unwrap();
+        if ack["result"] != "ok" {
+            // the broker itself refuses invalid base64: that is the clear error for this case
+            assert_eq!(expect, "base64", "{ack}");
+            assert!(ack["errorMsg"].as_str().unwrap().contains("base64"));
+            continue;
+        }
+        let msg = tokio::time::timeout(Duration::from_secs(5), cons.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let msg: serde_json::Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        assert_eq!(msg["properties"]["status"], "error");
+        let text = demessaging_rs::protocol::envelope::decode_payload(msg["payload"].as_str().unwrap()).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains(expect), "{text}");
+    }
+    cancel.cancel();
+    be.await.unwrap().unwrap();
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_is_rejected_not_lost() {
+    let b = start_broker().await;
+    let cancel = CancellationToken::new();
+    let be = tokio::spawn(backend::run(
+        backend_config(&b, "busy", 1, 1),
+        Arc::new(Echo),
+        cancel.clone(),
+    ));
+    let c = client(&b, "busy").await;
+    wait_ready(&c).await;
+    let t = Duration::from_secs(10);
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.call(
+                    MessageType::Request,
+                    call_json(serde_json::json!({"func_name": "sleep", "ms": 300})),
+                    t,
+                    "sleep",
+                    None,
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut rejected = 0;
+    for h in calls {
+        let r = h.await.unwrap().unwrap();
+        match r.status {
+            Status::Success => ok += 1,
+            _ => {
+                assert_eq!(
+                    String::from_utf8(r.payload).unwrap(),
+                    "request rejected due to queue overflow, try again later"
+                );
+                rejected += 1;
+            }
+        }
+    }
+    assert_eq!(ok + rejected, 6, "every call answered");
+    assert!(ok >= 2, "the running and the queued call succeed");
+    assert!(rejected >= 1, "a queue of one overflows");
+    cancel.cancel();
+    be.await.unwrap().unwrap();
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_names_topic_and_function() {
+    let b = start_broker().await;
+    let c = client(&b, "nobody-listens").await;
+    let err = c
+        .call(
+            MessageType::Request,
+            b"{}".to_vec(),
+            Duration::from_millis(200),
+            "hello_world",
+            None,
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ClientError::Timeout { .. }));
+    assert!(
+        text.contains("nobody-listens") && text.contains("hello_world"),
+        "{text}"
+    );
+    b.shutdown().await;
+}

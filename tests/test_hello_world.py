@@ -1,0 +1,128 @@
+"""The foundation slice: our client and backend through our broker, and both against the reference."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import textwrap
+
+import pytest
+
+from conftest import BACKENDS, EXAMPLES, reference_copy
+from demessaging_rs import BackendModule
+from demessaging_rs.exceptions import CallTimeout, RemoteError
+
+
+def load(path):
+    sys.path.insert(0, str(path.parent))
+    try:
+        return importlib.import_module(path.stem)
+    finally:
+        sys.path.remove(str(path.parent))
+
+
+def model_for(broker, topic, *members, **extra):
+    mc = {"topic": topic, "host": "127.0.0.1", "port": broker.port, "call_timeout": 30, **extra}
+    return BackendModule.create_model(members=list(members), messaging_config=mc)
+
+
+def test_our_client_calls_our_backend(broker, backends):
+    backends.start(EXAMPLES / "hello_world.py", "hello-world-topic")
+    model = model_for(broker, "hello-world-topic", load(EXAMPLES / "hello_world.py").hello_world)
+    assert model.send_request({"func_name": "hello_world"}).root == "HelloWorld"
+
+
+def test_function_with_arguments(broker, backends):
+    backends.start(EXAMPLES / "greet.py", "greet-topic")
+    model = model_for(broker, "greet-topic", load(EXAMPLES / "greet.py").hello_world)
+    assert model.send_request({"func_name": "hello_world", "name": "Peter"}).root == "Hello World, Peter"
+
+
+def test_two_megabyte_reply_and_request(broker, backends):
+    backends.start(BACKENDS / "big.py", "big-topic")
+    mod = load(BACKENDS / "big.py")
+    model = model_for(broker, "big-topic", mod.big, mod.echo)
+    n = 2 * 1024 * 1024
+    assert model.send_request({"func_name": "big", "n": n}).root == "x" * n
+    data = "y" * n
+    assert model.send_request({"func_name": "echo", "data": data}).root == data
+
+
+def test_backend_errors_raise_with_the_backend_text(broker, backends):
+    backends.start(BACKENDS / "big.py", "err-topic")
+    mod = load(BACKENDS / "big.py")
+    model = model_for(broker, "err-topic", mod.fail, mod.add)
+    with pytest.raises(RemoteError, match="error executing request: boom") as info:
+        model.send_request({"func_name": "fail", "message": "boom"})
+    assert isinstance(info.value, ValueError)  # code catching the reference's ValueError keeps working
+    assert model.send_request({"func_name": "add", "a": 1, "b": 2}).root == 3
+
+
+def test_call_timeout_names_topic_and_function(broker):
+    model = model_for(broker, "nobody-home", load(EXAMPLES / "hello_world.py").hello_world, call_timeout=0.3)
+    with pytest.raises(CallTimeout, match="nobody-home.*hello_world") as info:
+        model.send_request({"func_name": "hello_world"})
+    assert isinstance(info.value, TimeoutError)
+
+
+def test_reference_client_calls_our_backend(broker, backends, run_python, tmp_path):
+    backends.start(EXAMPLES / "greet.py", "greet-ref-client")
+    script = tmp_path / "ref_client.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import warnings
+            warnings.simplefilter("ignore")
+            from demessaging import BackendModule
+
+            def hello_world(name: str) -> str:
+                return ""
+
+            Model = BackendModule.create_model(
+                members=[hello_world],
+                messaging_config=dict(topic="greet-ref-client", host="127.0.0.1", port="{broker.port}"),
+            )
+            print("RESULT", Model.send_request({{"func_name": "hello_world", "name": "Reference"}}).root)
+            """
+        )
+    )
+    # the reference client has no timeout of its own: bound it from outside
+    out = run_python(str(script), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "RESULT Hello World, Reference" in out.stdout
+
+
+def test_our_client_calls_the_reference_backend(broker, backends, tmp_path):
+    ref = reference_copy(EXAMPLES / "greet.py", tmp_path)
+    backends.start(ref, "greet-ref-backend")
+    model = model_for(broker, "greet-ref-backend", load(EXAMPLES / "greet.py").hello_world)
+    assert model.send_request({"func_name": "hello_world", "name": "Rust"}).root == "Hello World, Rust"
+
+
+@pytest.mark.parametrize("example", ["hello_world.py", "greet.py"])
+def test_schema_equals_the_reference(run_python, tmp_path, example):
+    ours = run_python(str(EXAMPLES / example), "schema")
+    assert ours.returncode == 0, ours.stderr
+    ref = run_python(str(reference_copy(EXAMPLES / example, tmp_path)), "schema")
+    assert ref.returncode == 0, ref.stderr
+    assert json.loads(ours.stdout) == json.loads(ref.stdout)
+    assert json.loads(ours.stdout)["$defs"]
+
+
+def test_demo_exits_zero(run_python):
+    out = run_python("-m", "demessaging_rs", "demo", "--calls", "20", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "'Hello, DASF!'" in out.stdout
+    assert "round trip" in out.stdout
+
+
+def test_generated_stub_calls_the_backend(broker, backends, run_python, tmp_path):
+    backends.start(EXAMPLES / "hello_world.py", "stub-topic")
+    gen = run_python(str(EXAMPLES / "hello_world.py"), "-t", "stub-topic", "-H", "127.0.0.1", "-p", str(broker.port), "generate")
+    assert gen.returncode == 0, gen.stderr
+    assert "demessaging_rs" in gen.stdout and "import demessaging\n" not in gen.stdout
+    (tmp_path / "stub.py").write_text(gen.stdout)
+    call = run_python("-c", "import stub; print('RESULT', stub.hello_world())", cwd=tmp_path, timeout=60)
+    assert call.returncode == 0, call.stderr
+    assert "RESULT HelloWorld" in call.stdout
