@@ -1,0 +1,144 @@
+"""Malformed requests get a readable error reply, the backend keeps serving, and nothing hangs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import websocket  # websocket-client, a test dependency
+
+from conftest import BACKENDS, EXAMPLES, client
+
+
+@pytest.fixture
+def big_backend(broker, backends):
+    backends.start(BACKENDS / "big.py", "bad-input")
+    c = client(broker, "bad-input")
+    yield c
+    c.close()
+
+
+def call(c, payload):
+    status, body, props = c.call("request", payload, 10.0, "test")
+    return status, body.decode("utf-8"), props
+
+
+def assert_still_serving(c):
+    status, body, _ = call(c, json.dumps({"func_name": "add", "a": 2, "b": 3}))
+    assert (status, body) == ("success", "5")
+
+
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        (b"this is not json", "error validating request"),
+        (b"\xff\xfe not utf-8", "error processing request: payload is not valid UTF-8"),
+        (json.dumps({"func_name": "does_not_exist"}).encode(), "error validating request"),
+        (json.dumps({"func_name": "add", "a": "one", "b": 2}).encode(), "error validating request"),
+        (json.dumps({"func_name": "add", "a": 1}).encode(), "error validating request"),
+    ],
+    ids=["not-json", "not-utf8", "unknown-func", "wrong-type", "missing-arg"],
+)
+def test_bad_request_gets_error_reply(big_backend, payload, expected):
+    status, body, props = call(big_backend, payload)
+    assert status == "error"
+    assert body.startswith(expected), body
+    assert props["messageType"] == "response"
+    assert_still_serving(big_backend)
+
+
+def test_unknown_func_name_error_names_the_problem(big_backend):
+    _, body, _ = call(big_backend, json.dumps({"func_name": "does_not_exist"}))
+    assert "does_not_exist" in body or "func_name" in body
+
+
+def _raw(broker, path):
+    return websocket.create_connection(f"ws://127.0.0.1:{broker.port}{path}", timeout=10)
+
+
+def _publish(prod, payload_b64, props, context="c"):
+    prod.send(json.dumps({"payload": payload_b64, "properties": props, "context": context}))
+    return json.loads(prod.recv())
+
+
+def _reply(cons):
+    msg = json.loads(cons.recv())
+    cons.send(json.dumps({"messageId": msg["messageId"]}))
+    return msg
+
+
+def test_raw_malformed_messages(broker, big_backend):
+    """Frames no DASF client would send, straight to the backend's topic."""
+    cons = _raw(broker, "/ws/v2/consumer/non-persistent/public/default/raw-replies/sub")
+    prod = _raw(broker, "/ws/v2/producer/non-persistent/public/default/bad-input")
+    try:
+        base = {"response_topic": "raw-replies", "messageType": "request"}
+
+        # payload not base64: the broker refuses it with an error ack (as Pulsar's proxy does)
+        ack = _publish(prod, "%%% not base64 %%%", {**base, "requestContext": "1"})
+        assert ack["result"] != "ok" and "base64" in ack["errorMsg"]
+
+        # fragments that are each valid but together not base64 reach the backend: error reply
+        for i in range(2):
+            ack = _publish(prod, "QQ==", {**base, "requestContext": "2", "fragment": i, "num_fragments": 2})
+            assert ack["result"] == "ok"
+        msg = _reply(cons)
+        assert msg["properties"]["status"] == "error"
+        assert msg["properties"]["requestContext"] == "2"
+        assert "not valid base64" in base64.b64decode(msg["payload"]).decode()
+
+        # unknown messageType: error reply
+        ack = _publish(prod, "", {**base, "messageType": "bogus", "requestContext": "3"})
+        msg = _reply(cons)
+        assert msg["properties"]["status"] == "error" and msg["properties"]["requestContext"] == "3"
+        assert "unsupported message type" in base64.b64decode(msg["payload"]).decode()
+
+        # missing requestContext but a response topic: error reply naming the property
+        _publish(prod, "", {"response_topic": "raw-replies", "messageType": "request"})
+        msg = _reply(cons)
+        assert "requestContext" in base64.b64decode(msg["payload"]).decode()
+
+        # no response topic: nothing to answer to; the backend logs it and keeps serving
+        ack = _publish(prod, "", {"messageType": "request", "requestContext": "5"})
+        assert ack["result"] == "ok"
+        # ping still answered, with integer context as the reference client sends it
+        _publish(prod, "", {**base, "messageType": "ping", "requestContext": 6})
+        msg = _reply(cons)
+        assert msg["properties"]["messageType"] == "pong" and msg["properties"]["requestContext"] == "6"
+    finally:
+        cons.close()
+        prod.close()
+    assert_still_serving(big_backend)
+
+
+def test_listen_without_broker_retries_with_a_clear_message(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nobody listens there
+    log = tmp_path / "listen.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / "hello_world.py"), "-H", "127.0.0.1", "-p", str(port), "listen"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and log.read_text().count("retrying") < 2:
+                assert proc.poll() is None, log.read_text()
+                time.sleep(0.1)
+            text = log.read_text()
+            assert text.count("retrying") >= 2, text
+            assert f"could not connect to ws://127.0.0.1:{port}" in text
+            assert "Traceback" not in text
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=15)
+    assert code == 0
+    assert "Traceback" not in log.read_text()
