@@ -214,6 +214,18 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     args.out.write_text(table + "\n")
+    update_readme("calls", table)
+
+
+def update_readme(name: str, table: str) -> None:
+    """Replace the text between the README's `<!-- bench:NAME -->` markers with `table`."""
+    readme = HERE.parent / "README.md"
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    text = readme.read_text()
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f"{head}{begin}\n{table}\n{end}{tail}")
 
 
 if __name__ == "__main__":

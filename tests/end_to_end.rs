@@ -351,3 +351,67 @@ async fn timeout_names_topic_and_function() {
     );
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_calls_from_plain_threads() {
+    let b = start_broker().await;
+    let cancel = CancellationToken::new();
+    let be = tokio::spawn(backend::run(
+        backend_config(&b, "blocking", 2, 64),
+        Arc::new(Echo),
+        cancel.clone(),
+    ));
+    let c = client(&b, "blocking").await;
+    wait_ready(&c).await;
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for j in 0..50 {
+                    let payload = call_json(serde_json::json!({"func_name": "echo", "data": [i, j]}));
+                    let call = c
+                        .start_blocking(MessageType::Request, payload, Duration::from_secs(10), "echo", false)
+                        .unwrap();
+                    let reply = loop {
+                        match call.poll(Duration::from_millis(100)) {
+                            demessaging_rs::client::Waited::Done(r) => break r.unwrap(),
+                            _ => continue,
+                        }
+                    };
+                    assert_eq!(
+                        reply.payload,
+                        format!("[{i},{j}]").into_bytes(),
+                        "replies matched to their calls"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        tokio::task::spawn_blocking(move || t.join().unwrap()).await.unwrap();
+    }
+    // a blocking call that nobody answers ends at its deadline
+    let c2 = client(&b, "nobody").await;
+    let waited = tokio::task::spawn_blocking(move || {
+        let call = c2
+            .start_blocking(
+                MessageType::Request,
+                b"{}".to_vec(),
+                Duration::from_millis(200),
+                "f",
+                false,
+            )
+            .unwrap();
+        loop {
+            if let demessaging_rs::client::Waited::Done(r) = call.poll(Duration::from_millis(50)) {
+                break r;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(matches!(waited, Err(ClientError::Timeout { .. })));
+    cancel.cancel();
+    be.await.unwrap().unwrap();
+    b.shutdown().await;
+}

@@ -126,3 +126,18 @@ def test_generated_stub_calls_the_backend(broker, backends, run_python, tmp_path
     call = run_python("-c", "import stub; print('RESULT', stub.hello_world())", cwd=tmp_path, timeout=60)
     assert call.returncode == 0, call.stderr
     assert "RESULT HelloWorld" in call.stdout
+
+
+def test_websocket_url_and_test_connect(broker, backends, run_python):
+    """--websocket-url addresses the broker the dasf-broker-django way (/ws/<topic>[/<subscription>])."""
+    url = f"ws://127.0.0.1:{broker.port}/ws"
+    proc = backends.start(EXAMPLES / "greet.py", "greet-by-url", "--websocket-url", url)
+    assert proc.poll() is None
+    mc = {"topic": "greet-by-url", "websocket_url": url, "call_timeout": 30}
+    model = BackendModule.create_model(members=[load(EXAMPLES / "greet.py").hello_world], messaging_config=mc)
+    assert model.send_request({"func_name": "hello_world", "name": "URL"}).root == "Hello World, URL"
+    ok = run_python(str(EXAMPLES / "greet.py"), "--websocket-url", url, "test-connect")
+    assert ok.returncode == 0, ok.stderr
+    refused = run_python(str(EXAMPLES / "greet.py"), "--websocket-url", "ws://127.0.0.1:1/ws", "test-connect")
+    assert refused.returncode != 0
+    assert "could not connect to ws://127.0.0.1:1/ws" in refused.stderr

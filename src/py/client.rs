@@ -8,11 +8,10 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use serde::Deserialize;
-use tokio::sync::mpsc;
 
 use super::errors::{client_err, config_err};
 use super::runtime;
-use crate::client::{Client as RsClient, ClientConfig, ClientError, Progress, Reply};
+use crate::client::{Client as RsClient, ClientConfig, ClientError, Reply, Waited};
 use crate::protocol::dasf::MessageType;
 use crate::protocol::url::BrokerAddress;
 use crate::protocol::{Properties, ReassemblyLimits};
@@ -150,9 +149,17 @@ async fn connection(cfg: &ClientConfig, slot: &tokio::sync::Mutex<Option<RsClien
     Ok(c)
 }
 
-enum Step {
-    Progress(Progress),
-    Done(Result<Result<Reply, ClientError>, tokio::task::JoinError>),
+impl Client {
+    /// The live connection; opened (again) here when missing or lost.
+    fn connected(&self, py: Python<'_>) -> PyResult<RsClient> {
+        if let Ok(guard) = self.conn.try_lock() {
+            if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
+                return Ok(c.clone());
+            }
+        }
+        let (cfg, slot) = (self.cfg.clone(), self.conn.clone());
+        runtime::wait(py, async move { connection(&cfg, &slot).await })?.map_err(client_err)
+    }
 }
 
 #[pymethods]
@@ -202,41 +209,20 @@ impl Client {
         let mt = self::message_type(message_type)?;
         let payload = payload_bytes(payload)?;
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
-        let label = label.to_owned();
-        let (cfg, slot) = (self.cfg.clone(), self.conn.clone());
-        let Some(cb) = on_progress else {
-            let r = runtime::wait(py, async move {
-                let c = connection(&cfg, &slot).await?;
-                c.call(mt, payload, timeout, &label, None).await
-            })?;
-            return reply_to_py(py, r.map_err(client_err)?);
-        };
-        let (ptx, prx) = mpsc::channel(64);
-        let handle = runtime::get().spawn(async move {
-            let c = connection(&cfg, &slot).await?;
-            c.call(mt, payload, timeout, &label, Some(ptx)).await
-        });
-        let state = Arc::new(tokio::sync::Mutex::new((handle, prx)));
+        let client = self.connected(py)?;
+        let call = client
+            .start_blocking(mt, payload, timeout, label, on_progress.is_some())
+            .map_err(client_err)?;
         loop {
-            let st = state.clone();
-            let step = runtime::wait(py, async move {
-                let mut guard = st.lock().await;
-                let (handle, prx) = &mut *guard;
-                tokio::select! {
-                    biased;
-                    Some(p) = prx.recv() => Step::Progress(p),
-                    r = handle => Step::Done(r),
+            match py.detach(|| call.poll(Duration::from_millis(100))) {
+                Waited::Done(r) => return reply_to_py(py, r.map_err(client_err)?),
+                Waited::Progress(p) => {
+                    if let Some(cb) = &on_progress {
+                        let props = props_to_py(py, p.properties)?;
+                        cb.call1(py, (PyBytes::new(py, &p.payload), props))?;
+                    }
                 }
-            })?;
-            match step {
-                Step::Progress(p) => {
-                    let props = props_to_py(py, p.properties)?;
-                    cb.call1(py, (PyBytes::new(py, &p.payload), props))?;
-                }
-                Step::Done(r) => {
-                    let r = r.map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
-                    return reply_to_py(py, r.map_err(client_err)?);
-                }
+                Waited::Pending => py.check_signals()?,
             }
         }
     }
