@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +27,14 @@ use crate::protocol::url::{parse_endpoint, parse_query, Role};
 
 const LOG: &str = "demessaging_rs.broker";
 
+// Error result codes of Pulsar's WebSocket proxy (`"send-error:" + WebSocketError code`).
+/// The frame is not JSON.
+const SEND_ERROR_JSON: &str = "send-error:3";
+/// The payload is missing or not base64.
+const SEND_ERROR_PAYLOAD: &str = "send-error:7";
+/// The message could not be stored (e.g. subscriptions full).
+const SEND_ERROR_UNKNOWN: &str = "send-error:8";
+
 type Ws = WebSocketStream<TcpStream>;
 
 /// What the upgrade accepted.
@@ -35,11 +43,30 @@ enum Endpoint {
         topic: Arc<Topic>,
     },
     Consumer {
-        topic: Arc<Topic>,
-        sub: Arc<Subscription>,
+        conn: ConsumerConn,
         id: u64,
         rx: mpsc::Receiver<Dispatch>,
     },
+}
+
+/// What a consumer task works with.
+struct ConsumerConn {
+    topic: Arc<Topic>,
+    sub: Arc<Subscription>,
+    opts: ConsumerOpts,
+    /// Published to the subscription's stats.
+    counter: Arc<AtomicUsize>,
+}
+
+/// Per-consumer options from the query string.
+#[derive(Debug, Clone, Copy)]
+struct ConsumerOpts {
+    /// At most this many delivered-but-unacked messages (`receiverQueueSize`).
+    window: usize,
+    /// Redeliver messages not acked within this time (`ackTimeoutMillis`, 0 = never).
+    ack_timeout: Option<Duration>,
+    /// Delay before a negatively acked message is redelivered (`negativeAckRedeliveryDelay`).
+    nack_delay: Duration,
 }
 
 /// Answer a connection over the limit with HTTP 503 and close it.
@@ -103,6 +130,12 @@ fn admit(state: &State, req: &Request) -> Result<Endpoint, Refusal> {
         Role::Consumer => {
             let mut kind = SubType::Exclusive;
             let mut queue = state.cfg.receiver_queue_size;
+            let mut ack_timeout = None;
+            let mut nack_delay = Duration::from_secs(60);
+            let millis = |k: &str, v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| refuse(StatusCode::BAD_REQUEST, format!("invalid {k} {v:?}")))
+            };
             for (k, v) in &query {
                 match k.as_str() {
                     "subscriptionType" => {
@@ -124,8 +157,13 @@ fn admit(state: &State, req: &Request) -> Result<Endpoint, Refusal> {
                             .ok()
                             .filter(|q| *q > 0)
                             .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, format!("invalid receiverQueueSize {v:?}")))?
-                            .min(state.cfg.receiver_queue_size.max(1) * 10);
+                            .min(state.cfg.receiver_queue_size.max(1000)); // Pulsar caps it at 1000
                     }
+                    "ackTimeoutMillis" => {
+                        let ms = millis(k, v)?;
+                        ack_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+                    }
+                    "negativeAckRedeliveryDelay" => nack_delay = Duration::from_millis(millis(k, v)?),
                     "pullMode" if v.eq_ignore_ascii_case("true") => {
                         return Err(refuse(StatusCode::NOT_IMPLEMENTED, "pullMode is not supported"));
                     }
@@ -134,16 +172,38 @@ fn admit(state: &State, req: &Request) -> Result<Endpoint, Refusal> {
             }
             let sub_name = ep.subscription.expect("consumer path has a subscription");
             let topic = state.registry.topic(&ep.topic, ep.persistent);
-            let (sub, id, rx) = state
+            let joined = state
                 .registry
                 .join(&topic, &sub_name, kind, queue)
                 .map_err(|e| refuse(StatusCode::CONFLICT, e.to_string()))?;
-            Ok(Endpoint::Consumer { topic, sub, id, rx })
+            let opts = ConsumerOpts {
+                window: queue,
+                ack_timeout,
+                nack_delay,
+            };
+            Ok(Endpoint::Consumer {
+                conn: ConsumerConn {
+                    topic,
+                    sub: joined.sub,
+                    opts,
+                    counter: joined.unacked,
+                },
+                id: joined.id,
+                rx: joined.rx,
+            })
         }
     }
 }
 
-pub(super) async fn run(stream: TcpStream, peer: SocketAddr, state: Arc<State>, cancel: CancellationToken) {
+pub(super) async fn run(mut stream: TcpStream, peer: SocketAddr, state: Arc<State>, cancel: CancellationToken) {
+    match super::http::peek(&mut stream, state.cfg.handshake_timeout).await {
+        super::http::Peeked::Upgrade => {}
+        super::http::Peeked::Gone => return,
+        super::http::Peeked::Plain { method, path } => {
+            super::http::respond(stream, &method, &path, &state).await;
+            return;
+        }
+    }
     let config = WebSocketConfig::default()
         .max_message_size(Some(state.cfg.max_frame_size))
         .max_frame_size(Some(state.cfg.max_frame_size));
@@ -159,24 +219,24 @@ pub(super) async fn run(stream: TcpStream, peer: SocketAddr, state: Arc<State>, 
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             tracing::debug!(target: LOG, "upgrade from {peer} refused or failed: {e}");
-            if let Some(Endpoint::Consumer { topic, sub, id, .. }) = endpoint {
-                state.registry.leave(&topic, &sub, id, Vec::new());
+            if let Some(Endpoint::Consumer { conn, id, .. }) = endpoint {
+                state.registry.leave(&conn.topic, &conn.sub, id, Vec::new());
             }
             return;
         }
         Err(_) => {
             tracing::debug!(target: LOG, "upgrade from {peer} timed out");
-            if let Some(Endpoint::Consumer { topic, sub, id, .. }) = endpoint {
-                state.registry.leave(&topic, &sub, id, Vec::new());
+            if let Some(Endpoint::Consumer { conn, id, .. }) = endpoint {
+                state.registry.leave(&conn.topic, &conn.sub, id, Vec::new());
             }
             return;
         }
     };
     match endpoint {
         Some(Endpoint::Producer { topic }) => producer(ws, &topic, &state, &cancel).await,
-        Some(Endpoint::Consumer { topic, sub, id, rx }) => {
-            let unacked = consumer(ws, rx, &topic, &state, &cancel).await;
-            state.registry.leave(&topic, &sub, id, unacked);
+        Some(Endpoint::Consumer { conn, id, rx }) => {
+            let unacked = consumer(ws, rx, &conn, &state, &cancel).await;
+            state.registry.leave(&conn.topic, &conn.sub, id, unacked);
         }
         None => {}
     }
@@ -244,7 +304,7 @@ async fn producer(mut ws: Ws, topic: &Arc<Topic>, state: &State, cancel: &Cancel
             Some(Ok(WsMessage::Binary(b))) => match String::from_utf8(b.to_vec()) {
                 Ok(s) => s.into(),
                 Err(_) => {
-                    let ack = ProducerAck::error("send-error", "binary frame is not UTF-8 JSON", None);
+                    let ack = ProducerAck::error(SEND_ERROR_JSON, "binary frame is not UTF-8 JSON", None);
                     if send_json(&mut ws, &ack).await.is_err() {
                         return;
                     }
@@ -270,13 +330,17 @@ async fn producer(mut ws: Ws, topic: &Arc<Topic>, state: &State, cancel: &Cancel
 async fn publish(text: &str, topic: &Arc<Topic>, state: &State) -> ProducerAck {
     let frame = match PublishFrame::parse(text) {
         Ok(f) => f,
-        Err(e) => return ProducerAck::error("send-error", format!("Failed to deserialize from JSON: {e}"), None),
+        Err(e) => return ProducerAck::error(SEND_ERROR_JSON, format!("Failed to deserialize from JSON: {e}"), None),
     };
     let Some(payload) = frame.payload else {
-        return ProducerAck::error("send-error", "the message has no payload", frame.context);
+        return ProducerAck::error(SEND_ERROR_PAYLOAD, "the message has no payload", frame.context);
     };
     if let Err(e) = decode_payload(&payload) {
-        return ProducerAck::error("send-error", e.to_string(), frame.context);
+        return ProducerAck::error(
+            SEND_ERROR_PAYLOAD,
+            format!("Invalid Base64 message-payload error={e}"),
+            frame.context,
+        );
     }
     let id = state.next_message_id();
     let msg = Arc::new(Message {
@@ -288,7 +352,7 @@ async fn publish(text: &str, topic: &Arc<Topic>, state: &State) -> ProducerAck {
     });
     match topic.publish(msg, state.cfg.publish_hold, state.cfg.max_backlog).await {
         Ok(()) => ProducerAck::ok(id, frame.context),
-        Err(e) => ProducerAck::error("send-error", e.to_string(), frame.context),
+        Err(e) => ProducerAck::error(SEND_ERROR_UNKNOWN, e.to_string(), frame.context),
     }
 }
 
@@ -298,19 +362,27 @@ async fn send_json<T: serde::Serialize>(ws: &mut Ws, value: &T) -> Result<(), Ws
 }
 
 /// Run a consumer until it disconnects; returns the messages it had not acked (persistent topics).
+///
+/// Flow control: at most `opts.window` messages are out unacked; beyond that the consumer's queue fills,
+/// which holds producers (see `Topic::publish`). Negatively acked messages, and messages not acked within
+/// `ackTimeoutMillis`, go back to the subscription for redelivery.
 async fn consumer(
     mut ws: Ws,
     mut rx: mpsc::Receiver<Dispatch>,
-    topic: &Arc<Topic>,
+    conn: &ConsumerConn,
     state: &State,
     cancel: &CancellationToken,
 ) -> Vec<Dispatch> {
+    let (topic, sub, opts, counter) = (&conn.topic, &conn.sub, conn.opts, &*conn.counter);
     let mut live = Liveness::new(state.cfg.ping_interval);
-    // insertion order matters for redelivery: keep a sequence number with each entry
-    let mut unacked: HashMap<String, (u64, Dispatch)> = HashMap::new();
+    // message id -> (delivery sequence, delivered at, message)
+    let mut unacked: HashMap<String, (u64, tokio::time::Instant, Dispatch)> = HashMap::new();
     let mut seq = 0u64;
-    let track = topic.persistent;
+    let check_every = opts.ack_timeout.map(|t| (t / 4).max(Duration::from_millis(10)));
+    let mut ack_ticker = tokio::time::interval(check_every.unwrap_or(Duration::from_secs(3600)));
+    ack_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let room = unacked.len() < opts.window;
         tokio::select! {
             _ = cancel.cancelled() => {
                 let _ = ws.send(close_frame(CloseCode::Away, "broker shutting down")).await;
@@ -322,7 +394,19 @@ async fn consumer(
                     break;
                 }
             }
-            d = rx.recv() => {
+            _ = ack_ticker.tick(), if opts.ack_timeout.is_some() => {
+                let limit = opts.ack_timeout.unwrap_or_default();
+                let now = tokio::time::Instant::now();
+                let expired: Vec<String> =
+                    unacked.iter().filter(|(_, (_, at, _))| now.duration_since(*at) >= limit).map(|(k, _)| k.clone()).collect();
+                for id in expired {
+                    if let Some((_, _, d)) = unacked.remove(&id) {
+                        sub.requeue(d, topic.persistent, state.cfg.max_backlog);
+                    }
+                }
+                counter.store(unacked.len(), Ordering::Relaxed);
+            }
+            d = rx.recv(), if room => {
                 let Some(d) = d else { break };
                 let m = &d.msg;
                 let out = DeliveryOut {
@@ -334,16 +418,15 @@ async fn consumer(
                     key: m.key.as_deref(),
                 };
                 let text = serde_json::to_string(&out).expect("serializable");
-                if track {
-                    seq += 1;
-                    unacked.insert(m.id.clone(), (seq, d.clone()));
-                }
+                seq += 1;
+                unacked.insert(m.id.clone(), (seq, tokio::time::Instant::now(), d.clone()));
+                counter.store(unacked.len(), Ordering::Relaxed);
                 // NOTE: feed, and flush only when no further delivery is queued, to batch under load
                 if ws.feed(WsMessage::text(text)).await.is_err() {
                     break;
                 }
                 topic.msg_out.fetch_add(1, Ordering::Relaxed);
-                if rx.is_empty() && ws.flush().await.is_err() {
+                if (rx.is_empty() || unacked.len() >= opts.window) && ws.flush().await.is_err() {
                     break;
                 }
             }
@@ -351,18 +434,16 @@ async fn consumer(
                 live.silent_ticks = 0;
                 match f {
                     None | Some(Ok(WsMessage::Close(_))) => break,
-                    Some(Ok(WsMessage::Text(t))) => match ConsumerCommand::parse(t.as_str()) {
-                        Ok(ConsumerCommand::Ack(id)) => {
-                            unacked.remove(&id);
+                    Some(Ok(WsMessage::Text(t))) => {
+                        let reply = command(t.as_str(), &mut unacked, topic, sub, opts, state);
+                        counter.store(unacked.len(), Ordering::Relaxed);
+                        sub.drain_backlog();
+                        if let Some(reply) = reply {
+                            if send_json(&mut ws, &reply).await.is_err() {
+                                break;
+                            }
                         }
-                        // TODO(#11): redeliver after negativeAckRedeliveryDelay; until then a nacked message
-                        // stays unacked and is redelivered when this consumer goes away.
-                        Ok(ConsumerCommand::NegativeAck(_)) => {}
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::debug!(target: LOG, "consumer on {}: {e}", topic.name);
-                        }
-                    },
+                    }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         if let Some(close) = close_for(&e) {
@@ -374,18 +455,84 @@ async fn consumer(
             }
         }
     }
-    let mut rest: Vec<(u64, Dispatch)> = unacked.into_values().collect();
+    counter.store(0, Ordering::Relaxed);
+    let mut rest: Vec<(u64, Dispatch)> = unacked.into_values().map(|(s, _, d)| (s, d)).collect();
     rest.sort_by_key(|(s, _)| *s);
     let mut rest: Vec<Dispatch> = rest.into_iter().map(|(_, d)| d).collect();
-    // whatever was queued for this consumer but never written goes back too
+    // whatever was queued for this consumer but never written goes back too (not counted as a redelivery)
     rx.close();
     while let Ok(d) = rx.try_recv() {
-        if track {
-            rest.push(Dispatch {
-                msg: d.msg,
-                redelivery: d.redelivery.saturating_sub(1),
-            });
-        }
+        rest.push(Dispatch {
+            msg: d.msg,
+            redelivery: d.redelivery.saturating_sub(1),
+        });
+    }
+    if !topic.persistent {
+        rest.clear();
     }
     rest
+}
+
+/// Handle one consumer command; returns an error message to send back, if any.
+fn command(
+    text: &str,
+    unacked: &mut HashMap<String, (u64, tokio::time::Instant, Dispatch)>,
+    topic: &Arc<Topic>,
+    sub: &Arc<Subscription>,
+    opts: ConsumerOpts,
+    state: &State,
+) -> Option<CommandError> {
+    match ConsumerCommand::parse(text) {
+        Ok(ConsumerCommand::Ack(id)) => match unacked.remove(&id) {
+            Some(_) => None,
+            None => Some(CommandError::new(
+                "ack",
+                format!("unknown or already acknowledged messageId {id:?}"),
+            )),
+        },
+        Ok(ConsumerCommand::NegativeAck(id)) => match unacked.remove(&id) {
+            Some((_, _, d)) => {
+                let (sub, persistent, max) = (sub.clone(), topic.persistent, state.cfg.max_backlog);
+                tokio::spawn(async move {
+                    tokio::time::sleep(opts.nack_delay).await;
+                    sub.requeue(d, persistent, max);
+                });
+                None
+            }
+            None => Some(CommandError::new(
+                "negativeAcknowledge",
+                format!("unknown messageId {id:?}"),
+            )),
+        },
+        Ok(ConsumerCommand::Permit(_)) => {
+            Some(CommandError::new("permit", "pull mode is not supported by this broker"))
+        }
+        Ok(ConsumerCommand::IsEndOfTopic) => Some(CommandError::new(
+            "isEndOfTopic",
+            "isEndOfTopic is not supported by this broker",
+        )),
+        Err(e) => {
+            tracing::debug!(target: LOG, "consumer on {}: {e}", topic.name);
+            Some(CommandError::new("invalid", e.to_string()))
+        }
+    }
+}
+
+/// Error answer to a consumer command the broker cannot carry out.
+#[derive(Debug, serde::Serialize)]
+struct CommandError {
+    result: &'static str,
+    command: String,
+    #[serde(rename = "errorMsg")]
+    error_msg: String,
+}
+
+impl CommandError {
+    fn new(command: &str, msg: impl Into<String>) -> Self {
+        Self {
+            result: "error",
+            command: command.to_owned(),
+            error_msg: msg.into(),
+        }
+    }
 }

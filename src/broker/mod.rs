@@ -13,6 +13,7 @@
 
 mod config;
 mod conn;
+mod http;
 mod subscription;
 mod topic;
 

@@ -2,6 +2,7 @@
 //! The choice is a small pure policy (`pick`) with tests beside it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -54,6 +55,8 @@ pub struct Dispatch {
 pub struct ConsumerSlot {
     pub id: u64,
     pub tx: mpsc::Sender<Dispatch>,
+    /// Messages delivered to this consumer and not yet acked (kept by the consumer's task).
+    pub unacked: Arc<AtomicUsize>,
 }
 
 /// Mutable state of a subscription (behind the subscription's lock).

@@ -5,7 +5,7 @@
 //! calls feel. Locks are per topic and per subscription, so unrelated topics never contend.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +56,37 @@ pub enum JoinError {
 pub struct Subscription {
     pub name: String,
     pub state: Mutex<SubState>,
+    /// Mirror of `state.backlog.len()`, readable without the lock.
+    pub backlog_len: AtomicUsize,
+}
+
+impl Subscription {
+    /// Hand waiting messages to consumers with room (called when room may have appeared).
+    pub fn drain_backlog(&self) {
+        if self.backlog_len.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut st = self.state.lock().expect("sub lock");
+        redistribute(&mut st);
+        self.backlog_len.store(st.backlog.len(), Ordering::Relaxed);
+    }
+
+    /// Put a message back for redelivery (negative ack, ack timeout). Without consumers it waits in the
+    /// backlog on persistent topics and is dropped on non-persistent ones.
+    pub fn requeue(&self, mut d: Dispatch, persistent: bool, max_backlog: usize) -> bool {
+        d.redelivery += 1;
+        let mut st = self.state.lock().expect("sub lock");
+        if st.consumers.is_empty() && !persistent {
+            return false;
+        }
+        if st.backlog.len() >= max_backlog {
+            return false;
+        }
+        st.backlog.push_back(d);
+        redistribute(&mut st);
+        self.backlog_len.store(st.backlog.len(), Ordering::Relaxed);
+        true
+    }
 }
 
 /// One topic.
@@ -66,6 +97,44 @@ pub struct Topic {
     pub subs: Mutex<HashMap<String, Arc<Subscription>>>,
     pub msg_in: AtomicU64,
     pub msg_out: AtomicU64,
+    rates: Mutex<Rates>,
+}
+
+/// Message rates, sampled when stats are read (at most once per second).
+#[derive(Debug)]
+struct Rates {
+    at: std::time::Instant,
+    last_in: u64,
+    last_out: u64,
+    rate_in: f64,
+    rate_out: f64,
+}
+
+impl Topic {
+    /// Messages per second in and out, over the interval since the previous sample (≥ 1 s).
+    pub fn rates(&self) -> (f64, f64) {
+        let mut r = self.rates.lock().expect("rates lock");
+        let now = std::time::Instant::now();
+        let dt = now.duration_since(r.at).as_secs_f64();
+        if dt >= 1.0 {
+            let (cin, cout) = (
+                self.msg_in.load(Ordering::Relaxed),
+                self.msg_out.load(Ordering::Relaxed),
+            );
+            r.rate_in = (cin - r.last_in) as f64 / dt;
+            r.rate_out = (cout - r.last_out) as f64 / dt;
+            (r.last_in, r.last_out, r.at) = (cin, cout, now);
+        }
+        (r.rate_in, r.rate_out)
+    }
+}
+
+/// A consumer that joined a subscription.
+pub struct Joined {
+    pub sub: Arc<Subscription>,
+    pub id: u64,
+    pub rx: mpsc::Receiver<Dispatch>,
+    pub unacked: Arc<AtomicUsize>,
 }
 
 /// All topics.
@@ -88,19 +157,25 @@ impl Registry {
                     subs: Mutex::new(HashMap::new()),
                     msg_in: AtomicU64::new(0),
                     msg_out: AtomicU64::new(0),
+                    rates: Mutex::new(Rates {
+                        at: std::time::Instant::now(),
+                        last_in: 0,
+                        last_out: 0,
+                        rate_in: 0.0,
+                        rate_out: 0.0,
+                    }),
                 })
             })
             .clone()
     }
 
+    /// Snapshot of all topics.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics.lock().expect("topics lock").values().cloned().collect()
+    }
+
     /// Add a consumer to `topic`/`sub`, creating the subscription if needed.
-    pub fn join(
-        &self,
-        topic: &Arc<Topic>,
-        sub: &str,
-        kind: SubType,
-        queue: usize,
-    ) -> Result<(Arc<Subscription>, u64, mpsc::Receiver<Dispatch>), JoinError> {
+    pub fn join(&self, topic: &Arc<Topic>, sub: &str, kind: SubType, queue: usize) -> Result<Joined, JoinError> {
         let id = self.next_consumer.fetch_add(1, Ordering::Relaxed);
         let subscription = {
             let mut subs = topic.subs.lock().expect("subs lock");
@@ -114,6 +189,7 @@ impl Registry {
                             rr: 0,
                             backlog: VecDeque::new(),
                         }),
+                        backlog_len: AtomicUsize::new(0),
                     })
                 })
                 .clone()
@@ -129,18 +205,22 @@ impl Registry {
             }
         }
         st.kind = kind;
+        let unacked = Arc::new(AtomicUsize::new(0));
+        st.consumers.push(ConsumerSlot {
+            id,
+            tx,
+            unacked: unacked.clone(),
+        });
         // hand over what waited for a consumer
-        while let Some(d) = st.backlog.front() {
-            match tx.try_send(d.clone()) {
-                Ok(()) => {
-                    st.backlog.pop_front();
-                }
-                Err(_) => break,
-            }
-        }
-        st.consumers.push(ConsumerSlot { id, tx });
+        redistribute(&mut st);
+        subscription.backlog_len.store(st.backlog.len(), Ordering::Relaxed);
         drop(st);
-        Ok((subscription, id, rx))
+        Ok(Joined {
+            sub: subscription,
+            id,
+            rx,
+            unacked,
+        })
     }
 
     /// Remove consumer `id`; `unacked` messages go back to the subscription (persistent topics) in order.
@@ -156,6 +236,7 @@ impl Registry {
             // hand the backlog to remaining consumers
             redistribute(&mut st);
         }
+        sub.backlog_len.store(st.backlog.len(), Ordering::Relaxed);
         let empty = st.consumers.is_empty();
         drop(st);
         if empty && !topic.persistent {
@@ -208,9 +289,19 @@ impl Topic {
                 redelivery: 0,
             };
             let wait_on = {
-                let mut st = sub.state.lock().expect("sub lock");
+                let mut guard = sub.state.lock().expect("sub lock");
+                let st = &mut *guard;
+                if !st.backlog.is_empty() {
+                    // older messages wait: keep publish order by queueing behind them
+                    if st.backlog.len() >= max_backlog {
+                        return Err(PublishError::BacklogFull(sub.name.clone(), max_backlog));
+                    }
+                    st.backlog.push_back(d);
+                    redistribute(st);
+                    sub.backlog_len.store(st.backlog.len(), Ordering::Relaxed);
+                    continue;
+                }
                 let n = st.consumers.len();
-                let st = &mut *st;
                 let consumers = &st.consumers;
                 match pick(st.kind, n, &mut st.rr, |i| consumers[i].tx.capacity() > 0) {
                     Pick::Ready(i) => match st.consumers[i].tx.try_send(d) {
@@ -224,6 +315,7 @@ impl Topic {
                                 return Err(PublishError::BacklogFull(sub.name.clone(), max_backlog));
                             }
                             st.backlog.push_back(d);
+                            sub.backlog_len.store(st.backlog.len(), Ordering::Relaxed);
                         }
                         None
                     }
@@ -242,11 +334,40 @@ impl Topic {
                             let mut st = sub.state.lock().expect("sub lock");
                             st.backlog.push_back(d);
                             redistribute(&mut st);
+                            sub.backlog_len.store(st.backlog.len(), Ordering::Relaxed);
                         }
                     }
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Statistics of one subscription, as `GET /admin/v2/stats` reports them.
+#[derive(Debug, serde::Serialize)]
+pub struct SubStats {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub consumers: usize,
+    /// Messages waiting: in the backlog and in consumer queues, not yet written to a consumer.
+    #[serde(rename = "msgBacklog")]
+    pub backlog: usize,
+    /// Messages written to consumers and not yet acked.
+    #[serde(rename = "unackedMessages")]
+    pub unacked: usize,
+}
+
+impl Subscription {
+    /// Current statistics.
+    pub fn stats(&self) -> SubStats {
+        let st = self.state.lock().expect("sub lock");
+        let queued: usize = st.consumers.iter().map(|c| c.tx.max_capacity() - c.tx.capacity()).sum();
+        SubStats {
+            kind: st.kind.as_str(),
+            consumers: st.consumers.len(),
+            backlog: st.backlog.len() + queued,
+            unacked: st.consumers.iter().map(|c| c.unacked.load(Ordering::Relaxed)).sum(),
+        }
     }
 }

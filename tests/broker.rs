@@ -1,0 +1,510 @@
+//! Broker semantics, driven by plain websocket clients against the embedded broker on 127.0.0.1:0.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use demessaging_rs::broker::{Broker, BrokerConfig, BrokerHandle};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+const T: Duration = Duration::from_secs(5);
+
+async fn start(cfg: BrokerConfig) -> BrokerHandle {
+    Broker::bind("127.0.0.1:0".parse().unwrap(), cfg)
+        .await
+        .unwrap()
+        .spawn()
+        .unwrap()
+}
+
+fn url(b: &BrokerHandle, path: &str) -> String {
+    format!("ws://127.0.0.1:{}{path}", b.addr.port())
+}
+
+async fn try_ws(b: &BrokerHandle, path: &str, headers: &[(&str, &str)]) -> Result<Ws, WsError> {
+    let mut req = url(b, path).into_client_request().unwrap();
+    for (k, v) in headers {
+        let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap();
+        req.headers_mut().insert(name, v.parse().unwrap());
+    }
+    tokio::time::timeout(T, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("upgrade in time")
+        .map(|(ws, _)| ws)
+}
+
+async fn ws(b: &BrokerHandle, path: &str) -> Ws {
+    try_ws(b, path, &[])
+        .await
+        .unwrap_or_else(|e| panic!("connect {path}: {e}"))
+}
+
+fn http_status(e: WsError) -> u16 {
+    match e {
+        WsError::Http(resp) => resp.status().as_u16(),
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).await.unwrap();
+}
+
+/// Next JSON text frame, or `None` if nothing arrives within `wait`.
+async fn recv_within(ws: &mut Ws, wait: Duration) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(wait, ws.next()).await {
+            Err(_) => return None,
+            Ok(None) => return None,
+            Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(t.as_str()).unwrap()),
+            Ok(Some(Ok(Message::Close(_)))) => return None,
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => panic!("read error {e}"),
+        }
+    }
+}
+
+async fn recv(ws: &mut Ws) -> Value {
+    recv_within(ws, T).await.expect("a frame")
+}
+
+async fn publish(p: &mut Ws, payload: &str, props: Value, ctx: Value) -> Value {
+    send(p, json!({"payload": payload, "properties": props, "context": ctx})).await;
+    recv(p).await
+}
+
+async fn ack(c: &mut Ws, msg: &Value) {
+    send(c, json!({"messageId": msg["messageId"]})).await;
+}
+
+const NP: &str = "/ws/v2/producer/non-persistent/public/default";
+const NC: &str = "/ws/v2/consumer/non-persistent/public/default";
+const PP: &str = "/ws/v2/producer/persistent/public/default";
+const PC: &str = "/ws/v2/consumer/persistent/public/default";
+
+#[tokio::test]
+async fn short_and_long_paths_name_the_same_topic() {
+    let b = start(BrokerConfig::default()).await;
+    let mut c = ws(&b, "/ws/mixed/sub").await;
+    let mut p = ws(&b, &format!("{NP}/mixed")).await;
+    assert_eq!(publish(&mut p, "aGk=", json!({}), json!("1")).await["result"], "ok");
+    assert_eq!(recv(&mut c).await["payload"], "aGk=");
+    let mut c2 = ws(&b, &format!("{NC}/mixed2/s")).await;
+    let mut p2 = ws(&b, "/ws/mixed2").await;
+    assert_eq!(publish(&mut p2, "aGk=", json!({}), json!("1")).await["result"], "ok");
+    assert_eq!(recv(&mut c2).await["payload"], "aGk=");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn ack_and_delivery_frames_look_like_pulsar() {
+    let b = start(BrokerConfig::default()).await;
+    let mut c = ws(&b, &format!("{NC}/fields/s")).await;
+    let mut p = ws(&b, &format!("{NP}/fields")).await;
+    send(
+        &mut p,
+        json!({"payload": "aGk=", "properties": {"n": 3, "b": true, "s": "x"}, "context": 7, "key": "k1"}),
+    )
+    .await;
+    let a = recv(&mut p).await;
+    assert_eq!(a["result"], "ok");
+    assert!(a["messageId"].is_string());
+    assert_eq!(a["context"], "7", "context echoed as a string");
+    let m = recv(&mut c).await;
+    assert_eq!(m["messageId"], a["messageId"]);
+    assert_eq!(m["payload"], "aGk=");
+    assert_eq!(
+        m["properties"],
+        json!({"n": "3", "b": "true", "s": "x"}),
+        "property values as strings"
+    );
+    assert!(m["publishTime"].as_str().unwrap().contains('T'));
+    assert_eq!(m["redeliveryCount"], 0);
+    assert_eq!(m["key"], "k1");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_copy_per_subscription_and_exclusive_refuses_a_second_consumer() {
+    let b = start(BrokerConfig::default()).await;
+    let mut a = ws(&b, &format!("{NC}/copies/a")).await;
+    let mut bb = ws(&b, &format!("{NC}/copies/b")).await;
+    let second = try_ws(&b, &format!("{NC}/copies/a"), &[]).await.unwrap_err();
+    assert_eq!(http_status(second), 409);
+    let mut p = ws(&b, &format!("{NP}/copies")).await;
+    publish(&mut p, "MQ==", json!({}), json!("1")).await;
+    assert_eq!(recv(&mut a).await["payload"], "MQ==");
+    assert_eq!(recv(&mut bb).await["payload"], "MQ==");
+    assert!(
+        recv_within(&mut a, Duration::from_millis(200)).await.is_none(),
+        "exactly one copy"
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn shared_round_robin() {
+    let b = start(BrokerConfig::default()).await;
+    let mut c1 = ws(&b, &format!("{NC}/rr/s?subscriptionType=Shared")).await;
+    let mut c2 = ws(&b, &format!("{NC}/rr/s?subscriptionType=Shared")).await;
+    let mut p = ws(&b, &format!("{NP}/rr")).await;
+    for i in 0..10 {
+        publish(&mut p, "eA==", json!({"i": i}), json!(i)).await;
+    }
+    let mut seen = HashSet::new();
+    for c in [&mut c1, &mut c2] {
+        for _ in 0..5 {
+            let m = recv(c).await;
+            assert!(seen.insert(m["properties"]["i"].as_str().unwrap().to_owned()));
+            ack(c, &m).await;
+        }
+        assert!(
+            recv_within(c, Duration::from_millis(100)).await.is_none(),
+            "an even split"
+        );
+    }
+    assert_eq!(seen.len(), 10);
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn failover_uses_one_consumer_and_switches_when_it_leaves() {
+    let b = start(BrokerConfig::default()).await;
+    let mut c1 = ws(&b, &format!("{PC}/fo/s?subscriptionType=Failover")).await;
+    let mut c2 = ws(&b, &format!("{PC}/fo/s?subscriptionType=Failover")).await;
+    let mut p = ws(&b, &format!("{PP}/fo")).await;
+    for i in 0..3 {
+        publish(&mut p, "eA==", json!({"i": i}), json!(i)).await;
+    }
+    for _ in 0..3 {
+        let m = recv(&mut c1).await;
+        ack(&mut c1, &m).await;
+    }
+    assert!(recv_within(&mut c2, Duration::from_millis(100)).await.is_none());
+    c1.close(None).await.unwrap();
+    drop(c1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish(&mut p, "eQ==", json!({}), json!("x")).await;
+    assert_eq!(recv(&mut c2).await["payload"], "eQ==");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn negative_ack_and_ack_timeout_redeliver() {
+    let b = start(BrokerConfig::default()).await;
+    let mut c = ws(
+        &b,
+        &format!("{NC}/redeliver/s?negativeAckRedeliveryDelay=50&ackTimeoutMillis=300"),
+    )
+    .await;
+    let mut p = ws(&b, &format!("{NP}/redeliver")).await;
+    publish(&mut p, "bmFjaw==", json!({}), json!("1")).await;
+    let m = recv(&mut c).await;
+    send(
+        &mut c,
+        json!({"type": "negativeAcknowledge", "messageId": m["messageId"]}),
+    )
+    .await;
+    let again = recv(&mut c).await;
+    assert_eq!(again["messageId"], m["messageId"]);
+    assert_eq!(again["redeliveryCount"], 1);
+    // not acked within ackTimeoutMillis: delivered once more
+    let third = recv(&mut c).await;
+    assert_eq!(third["messageId"], m["messageId"]);
+    assert_eq!(third["redeliveryCount"], 2);
+    ack(&mut c, &third).await;
+    assert!(
+        recv_within(&mut c, Duration::from_millis(600)).await.is_none(),
+        "acked: no more redelivery"
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn non_persistent_drops_while_nobody_subscribes() {
+    let b = start(BrokerConfig::default()).await;
+    let mut p = ws(&b, &format!("{NP}/drop")).await;
+    assert_eq!(publish(&mut p, "ZWFybHk=", json!({}), json!("1")).await["result"], "ok");
+    let mut c = ws(&b, &format!("{NC}/drop/s")).await;
+    publish(&mut p, "bGF0ZQ==", json!({}), json!("2")).await;
+    assert_eq!(
+        recv(&mut c).await["payload"],
+        "bGF0ZQ==",
+        "the early message was dropped"
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn persistent_keeps_unacked_messages_for_the_next_consumer() {
+    let b = start(BrokerConfig::default()).await;
+    let mut c = ws(&b, &format!("{PC}/keep/s")).await;
+    let mut p = ws(&b, &format!("{PP}/keep")).await;
+    publish(&mut p, "MA==", json!({}), json!("0")).await;
+    let first = recv(&mut c).await; // delivered, never acked
+    c.close(None).await.unwrap();
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 1..4 {
+        assert_eq!(publish(&mut p, "MQ==", json!({"i": i}), json!(i)).await["result"], "ok");
+    }
+    let mut c2 = ws(&b, &format!("{PC}/keep/s")).await;
+    let m = recv(&mut c2).await;
+    assert_eq!(m["messageId"], first["messageId"], "the unacked message comes first");
+    assert_eq!(m["redeliveryCount"], 1);
+    for i in 1..4 {
+        let m = recv(&mut c2).await;
+        assert_eq!(m["properties"]["i"], i.to_string(), "then the rest in publish order");
+        ack(&mut c2, &m).await;
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_subscription_holds_the_producer_then_refuses_and_loses_nothing() {
+    let cfg = BrokerConfig {
+        publish_hold: Duration::from_millis(300),
+        ..BrokerConfig::default()
+    };
+    let b = start(cfg).await;
+    let mut c = ws(&b, &format!("{NC}/full/s?receiverQueueSize=2")).await;
+    let mut p = ws(&b, &format!("{NP}/full")).await;
+    let mut ok = Vec::new();
+    let mut refused = 0;
+    for i in 0..8 {
+        let t0 = std::time::Instant::now();
+        let a = publish(&mut p, "eA==", json!({"i": i}), json!(i)).await;
+        if a["result"] == "ok" {
+            ok.push(i);
+        } else {
+            assert!(t0.elapsed() >= Duration::from_millis(250), "held before refusing");
+            assert_eq!(a["result"], "send-error:8");
+            assert!(a["errorMsg"].as_str().unwrap().contains("full"), "{a}");
+            assert_eq!(a["context"], i.to_string());
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "a consumer that never acks fills up");
+    // every message acked ok arrives once the consumer acks
+    for i in &ok {
+        let m = recv(&mut c).await;
+        assert_eq!(m["properties"]["i"], i.to_string());
+        ack(&mut c, &m).await;
+    }
+    assert!(recv_within(&mut c, Duration::from_millis(200)).await.is_none());
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversize_frame_closes_with_1009_and_others_are_unaffected() {
+    let b = start(BrokerConfig {
+        max_frame_size: 64 * 1024,
+        ..BrokerConfig::default()
+    })
+    .await;
+    let mut c = ws(&b, &format!("{NC}/size/s")).await;
+    let mut other = ws(&b, &format!("{NP}/size")).await;
+    let mut big = ws(&b, &format!("{NP}/size")).await;
+    let _ = big
+        .send(Message::text(format!("{{\"payload\":\"{}\"}}", "A".repeat(100 * 1024))))
+        .await;
+    let close = loop {
+        match tokio::time::timeout(T, big.next()).await.unwrap() {
+            Some(Ok(Message::Close(f))) => break f.expect("close frame"),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1009);
+    assert!(close.reason.contains("too big"));
+    assert_eq!(publish(&mut other, "b2s=", json!({}), json!("1")).await["result"], "ok");
+    assert_eq!(recv(&mut c).await["payload"], "b2s=");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn connection_limit_answers_503() {
+    let b = start(BrokerConfig {
+        max_connections: 2,
+        ..BrokerConfig::default()
+    })
+    .await;
+    let _a = ws(&b, &format!("{NP}/lim")).await;
+    let _b = ws(&b, &format!("{NP}/lim")).await;
+    assert_eq!(
+        http_status(try_ws(&b, &format!("{NP}/lim"), &[]).await.unwrap_err()),
+        503
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn token_auth_accepts_token_bearer_and_query() {
+    let tokens: HashSet<String> = ["s3cret".to_owned()].into();
+    let b = start(BrokerConfig {
+        tokens: Some(tokens),
+        ..BrokerConfig::default()
+    })
+    .await;
+    let path = format!("{NP}/auth");
+    assert_eq!(http_status(try_ws(&b, &path, &[]).await.unwrap_err()), 401);
+    assert_eq!(
+        http_status(
+            try_ws(&b, &path, &[("authorization", "Token wrong")])
+                .await
+                .unwrap_err()
+        ),
+        401
+    );
+    try_ws(&b, &path, &[("authorization", "Token s3cret")]).await.unwrap();
+    try_ws(&b, &path, &[("authorization", "Bearer s3cret")]).await.unwrap();
+    try_ws(&b, &format!("{path}?token=s3cret"), &[]).await.unwrap();
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsupported_features_answer_501() {
+    let b = start(BrokerConfig::default()).await;
+    for path in [
+        "/ws/v2/reader/non-persistent/public/default/t".to_owned(),
+        format!("{NC}/t/s?subscriptionType=Key_Shared"),
+        format!("{NC}/t/s?pullMode=true"),
+    ] {
+        assert_eq!(http_status(try_ws(&b, &path, &[]).await.unwrap_err()), 501, "{path}");
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_paths_and_query_values_are_refused_at_the_upgrade() {
+    let b = start(BrokerConfig::default()).await;
+    for path in ["/nope", "/ws/v2/producer/sometimes/public/default/t", "/ws/a/b/c"] {
+        assert_eq!(http_status(try_ws(&b, path, &[]).await.unwrap_err()), 404, "{path}");
+    }
+    for q in [
+        "subscriptionType=Everyone",
+        "receiverQueueSize=-1",
+        "ackTimeoutMillis=soon",
+    ] {
+        let path = format!("{NC}/t/s?{q}");
+        assert_eq!(http_status(try_ws(&b, &path, &[]).await.unwrap_err()), 400, "{path}");
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_frames_get_error_acks_and_the_broker_keeps_serving() {
+    let b = start(BrokerConfig::default()).await;
+    let mut c = ws(&b, &format!("{NC}/bad/s")).await;
+    let mut p = ws(&b, &format!("{NP}/bad")).await;
+    p.send(Message::text("this is not json")).await.unwrap();
+    let a = recv(&mut p).await;
+    assert_eq!(a["result"], "send-error:3", "Pulsar's code for bad JSON");
+    assert!(a["errorMsg"].as_str().unwrap().contains("JSON"), "{a}");
+    send(&mut p, json!({"properties": {}, "context": "nop"})).await;
+    let a = recv(&mut p).await;
+    assert_eq!(a["result"], "send-error:7");
+    assert_eq!(a["context"], "nop");
+    assert!(a["errorMsg"].as_str().unwrap().contains("payload"));
+    send(&mut p, json!({"payload": "*not base64*", "context": "b64"})).await;
+    let a = recv(&mut p).await;
+    assert_eq!(a["result"], "send-error:7");
+    assert!(a["errorMsg"].as_str().unwrap().contains("Base64"));
+    // consumer side: unknown command type, ack of an unknown id, garbage
+    send(&mut c, json!({"type": "rewind", "messageId": "x"})).await;
+    assert!(recv(&mut c).await["errorMsg"]
+        .as_str()
+        .unwrap()
+        .contains("unknown command type"));
+    send(&mut c, json!({"messageId": "no-such-id"})).await;
+    assert!(recv(&mut c).await["errorMsg"].as_str().unwrap().contains("unknown"));
+    c.send(Message::text("{{{")).await.unwrap();
+    assert_eq!(recv(&mut c).await["result"], "error");
+    // still serving on both sockets
+    assert_eq!(publish(&mut p, "b2s=", json!({}), json!("1")).await["result"], "ok");
+    assert_eq!(recv(&mut c).await["payload"], "b2s=");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_vanishing_mid_frame_does_not_disturb_others() {
+    let b = start(BrokerConfig::default()).await;
+    let mut c = ws(&b, &format!("{NC}/vanish/s")).await;
+    // a raw client: upgrade by hand, then half a frame, then gone
+    let mut raw = TcpStream::connect(b.addr).await.unwrap();
+    let req = format!(
+        "GET {NP}/vanish HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    raw.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = raw.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    // masked text frame header announcing 1000 bytes, followed by only 10
+    raw.write_all(&[0x81, 0xFE, 0x03, 0xE8, 1, 2, 3, 4]).await.unwrap();
+    raw.write_all(&[0u8; 10]).await.unwrap();
+    drop(raw);
+    let mut p = ws(&b, &format!("{NP}/vanish")).await;
+    assert_eq!(publish(&mut p, "b2s=", json!({}), json!("1")).await["result"], "ok");
+    assert_eq!(recv(&mut c).await["payload"], "b2s=");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn stats_endpoint_reports_topics_and_subscriptions() {
+    let b = start(BrokerConfig::default()).await;
+    let mut c = ws(&b, &format!("{NC}/stats/s?subscriptionType=Shared")).await;
+    let mut p = ws(&b, &format!("{NP}/stats")).await;
+    for i in 0..3 {
+        publish(&mut p, "eA==", json!({}), json!(i)).await;
+    }
+    let m = recv(&mut c).await;
+    ack(&mut c, &m).await;
+    recv(&mut c).await;
+    recv(&mut c).await; // two stay unacked
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut s = TcpStream::connect(b.addr).await.unwrap();
+    s.write_all(b"GET /admin/v2/stats HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(T, s.read_to_string(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let body: Value = serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let t = &body["topics"]["non-persistent://public/default/stats"];
+    assert_eq!(t["msgInCounter"], 3);
+    assert_eq!(t["msgOutCounter"], 3);
+    assert!(t["msgRateIn"].is_number() && t["msgRateOut"].is_number());
+    let sub = &t["subscriptions"]["s"];
+    assert_eq!(sub["type"], "Shared");
+    assert_eq!(sub["consumers"], 1);
+    assert_eq!(sub["unackedMessages"], 2);
+    assert_eq!(sub["msgBacklog"], 0);
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_connections_with_1001() {
+    let b = start(BrokerConfig::default()).await;
+    let mut c = ws(&b, &format!("{NC}/bye/s")).await;
+    let stop = tokio::spawn(b.shutdown());
+    let close = loop {
+        match tokio::time::timeout(T, c.next()).await.unwrap() {
+            Some(Ok(Message::Close(f))) => break f.expect("close frame"),
+            Some(Ok(_)) => continue,
+            other => panic!("expected close, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1001);
+    drop(c);
+    tokio::time::timeout(T, stop).await.unwrap().unwrap();
+}
