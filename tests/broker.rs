@@ -508,3 +508,35 @@ async fn shutdown_closes_connections_with_1001() {
     drop(c);
     tokio::time::timeout(T, stop).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_publishes_are_all_acked_and_delivered_in_order() {
+    // more frames in flight than one ack batch holds: none may be skipped between batches
+    let b = start(BrokerConfig::default()).await;
+    let mut c = ws(&b, &format!("{NC}/pipe/s")).await;
+    let mut p = ws(&b, &format!("{NP}/pipe")).await;
+    let n = 3000;
+    for i in 0..n {
+        p.feed(Message::text(
+            json!({"payload": "eA==", "properties": {"i": i}, "context": i}).to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    p.flush().await.unwrap();
+    // the consumer acks as it goes (its window is 1000: without acks the producer would be held)
+    let consumer = tokio::spawn(async move {
+        for i in 0..n {
+            let m = recv(&mut c).await;
+            assert_eq!(m["properties"]["i"], i.to_string());
+            ack(&mut c, &m).await;
+        }
+    });
+    for i in 0..n {
+        let a = recv(&mut p).await;
+        assert_eq!(a["result"], "ok");
+        assert_eq!(a["context"], i.to_string(), "acks in publish order");
+    }
+    consumer.await.unwrap();
+    b.shutdown().await;
+}

@@ -1,5 +1,6 @@
 //! Standalone embedded broker (no Python): `demessaging-broker [--host H] [--port P] [--token-file F]
 //! [--max-frame-size N] [--max-connections N]`. Stops cleanly on SIGINT/SIGTERM.
+//! `DASF_BROKER_THREADS` sets the number of worker threads (default: half the cores).
 //! The Python console script `demessaging-rs broker` runs the same broker inside the package.
 
 use std::collections::HashSet;
