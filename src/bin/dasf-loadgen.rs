@@ -269,6 +269,7 @@ async fn relay(args: &[String]) {
         let subs = subs.clone();
         tokio::spawn(async move {
             let mut path = String::new();
+            #[allow(clippy::result_large_err)] // the callback's error type is tungstenite's
             let cb = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
                       resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
                 path = req.uri().path().to_owned();
