@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! dasf-loadgen throughput --producer URL --consumer URL [--messages N] [--window W] [--size BYTES]
-//! dasf-loadgen roundtrip  --base URL [--messages N]     # /ws/<topic> and /ws/<topic>/<sub> under URL
+//! dasf-loadgen roundtrip  --base URL [--messages N] [--tag T]  # topics rt-a-T, rt-b-T under URL
 //! dasf-loadgen idle       --base URL [--connections N]  # hold N idle consumers until stdin closes
 //! dasf-loadgen relay      --port P                      # forward frames, ack with {"result":"ok"}
 //! ```
@@ -164,7 +164,7 @@ async fn throughput(args: &[String]) {
 async fn roundtrip(args: &[String]) {
     let base = arg(args, "--base").expect("--base URL (e.g. ws://127.0.0.1:8080/ws)");
     let n = num(args, "--messages", 2000);
-    let tag = std::process::id();
+    let tag = arg(args, "--tag").unwrap_or_else(|| std::process::id().to_string());
     let (a, b) = (format!("rt-a-{tag}"), format!("rt-b-{tag}"));
     // echo: consume A, republish to B
     let echo_in = connect(&format!("{base}/{a}/echo")).await;
