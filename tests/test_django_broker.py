@@ -1,0 +1,94 @@
+"""Interop through the real dasf-broker-django (daphne, sqlite, in-memory channel layer) on a loopback port."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BACKENDS, EXAMPLES
+from demessaging_rs import BackendModule
+from demessaging_rs._core import Client
+from demessaging_rs.exceptions import BrokerConnectionError, CallTimeout
+from test_hello_world import load
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from dasf_django.harness import start_django_broker  # noqa: E402
+
+TOPICS = ["greet-django", "big-django", "greet-django-ref"]
+
+
+@pytest.fixture(scope="module")
+def django():
+    with start_django_broker(TOPICS, anonymous_can_create_topics=True) as broker:
+        yield broker
+
+
+def start_backend(backends, django, script, topic):
+    import subprocess
+
+    log = open(backends.tmp_path / f"{topic}.log", "w")
+    cmd = [sys.executable, str(script), "-t", topic, "--websocket-url", django.url, "listen"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(script.parent))
+    backends.procs.append(proc)
+    c = Client(topic, {"websocket_url": django.url})
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, Path(log.name).read_text()
+            try:
+                if c.call("ping", b"", 1.0, "ping")[2].get("messageType") == "pong":
+                    return proc
+            except (CallTimeout, BrokerConnectionError):
+                time.sleep(0.1)
+        raise AssertionError("no pong through dasf-broker-django\n" + Path(log.name).read_text())
+    finally:
+        c.close()
+
+
+def model(django, topic, *members):
+    mc = {"topic": topic, "websocket_url": django.url, "call_timeout": 60}
+    return BackendModule.create_model(members=list(members), messaging_config=mc)
+
+
+def test_our_client_and_backend_through_dasf_broker_django(django, backends):
+    start_backend(backends, django, EXAMPLES / "greet.py", "greet-django")
+    m = model(django, "greet-django", load(EXAMPLES / "greet.py").hello_world)
+    assert m.send_request({"func_name": "hello_world", "name": "Django"}).root == "Hello World, Django"
+
+
+def test_two_megabytes_through_dasf_broker_django(django, backends):
+    start_backend(backends, django, BACKENDS / "big.py", "big-django")
+    mod = load(BACKENDS / "big.py")
+    m = model(django, "big-django", mod.big)
+    n = 2 * 1024 * 1024
+    assert m.send_request({"func_name": "big", "n": n}).root == "x" * n
+
+
+def test_reference_client_through_dasf_broker_django(django, backends, run_python, tmp_path):
+    start_backend(backends, django, EXAMPLES / "greet.py", "greet-django-ref")
+    script = tmp_path / "ref_client.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import warnings
+            warnings.simplefilter("ignore")
+            from demessaging import BackendModule
+
+            def hello_world(name: str) -> str:
+                return ""
+
+            Model = BackendModule.create_model(
+                members=[hello_world],
+                messaging_config=dict(topic="greet-django-ref", websocket_url="{django.url}"),
+            )
+            print("RESULT", Model.send_request({{"func_name": "hello_world", "name": "Ref"}}).root)
+            """
+        )
+    )
+    out = run_python(str(script), timeout=90)
+    assert out.returncode == 0, out.stderr
+    assert "RESULT Hello World, Ref" in out.stdout
