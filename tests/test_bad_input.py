@@ -142,3 +142,19 @@ def test_listen_without_broker_retries_with_a_clear_message(tmp_path):
             code = proc.wait(timeout=15)
     assert code == 0
     assert "Traceback" not in log.read_text()
+
+
+def test_listen_refused_by_the_broker_exits_with_a_clear_message(tmp_path):
+    from demessaging_rs import Broker
+
+    with Broker(port=0, tokens=["s3cret"]) as b:
+        out = subprocess.run(
+            [sys.executable, str(EXAMPLES / "hello_world.py"), "-H", "127.0.0.1", "-p", str(b.port), "listen"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 1
+    text = out.stdout + out.stderr
+    assert "HTTP 401" in text and "cannot serve topic hello-world-topic" in text
+    assert "Traceback" not in text

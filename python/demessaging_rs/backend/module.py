@@ -28,7 +28,7 @@ from demessaging_rs.backend import utils
 from demessaging_rs.backend.class_ import BackendClass, ClassAPIModel
 from demessaging_rs.backend.function import BackendFunction, FunctionAPIModel, ReturnModel
 from demessaging_rs.config import ModuleConfig
-from demessaging_rs.exceptions import RemoteError
+from demessaging_rs.exceptions import DemessagingError, RemoteError
 from demessaging_rs.messaging.constants import MessageType, Status
 from demessaging_rs.utils import append_parameter_docs, merge_config
 
@@ -236,6 +236,10 @@ class BackendModule(RootModel):
             backend.run()
         except KeyboardInterrupt:
             logger.info("stopped")
+        except DemessagingError as e:
+            # e.g. the broker refused the subscription (401, 409): nothing a retry would fix
+            logger.error("cannot serve topic %s: %s", cls.backend_config.messaging_config.topic, e)
+            raise SystemExit(1) from None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
