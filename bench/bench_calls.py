@@ -134,6 +134,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--per-thread", type=int, default=250)
     ap.add_argument("--out", type=Path, default=HERE / "results.md")
+    ap.add_argument("--native-broker", action="store_true", help="use target/release/demessaging-broker")
     args = ap.parse_args()
 
     import demessaging_rs
@@ -151,7 +152,12 @@ def main() -> None:
     ref_backend.write_text((HERE / "hello.py").read_text().replace("demessaging_rs", "demessaging"))
 
     port = free_port()
-    procs = [start([sys.executable, "-m", "demessaging_rs", "broker", "-p", str(port)], tmp / "broker.log")]
+    native = HERE.parent / "target" / "release" / "demessaging-broker"
+    if args.native_broker:
+        broker_cmd = [str(native), "--port", str(port)]
+    else:
+        broker_cmd = [sys.executable, "-m", "demessaging_rs", "broker", "-p", str(port)]
+    procs = [start(broker_cmd, tmp / "broker.log")]
     try:
         wait_port(port)
         conn = ["-H", "127.0.0.1", "-p", str(port)]

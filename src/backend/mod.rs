@@ -81,6 +81,11 @@ pub struct Request {
 pub trait Handler: Send + Sync + 'static {
     /// Compute the reply payload (`Ok`) or the full error text (`Err`, e.g. "error executing request: …").
     fn handle(&self, request: &Request, replier: &Replier) -> Result<String, String>;
+
+    /// Run a worker thread's whole job loop; override to set up per-thread state once.
+    fn worker_scope(&self, body: &mut (dyn FnMut() + Send)) {
+        body()
+    }
 }
 
 /// Sends messages back to the caller of one request (replies and progress reports).
@@ -145,7 +150,9 @@ pub async fn run(cfg: BackendConfig, handler: Arc<dyn Handler>, cancel: Cancella
             "max_workers and queue_size must be positive".into(),
         ));
     }
-    let pool = WorkerPool::start("dasf-worker", cfg.max_workers, cfg.queue_size)
+    let scoped = handler.clone();
+    let scope: Arc<pool::ThreadScope> = Arc::new(move |body: &mut (dyn FnMut() + Send)| scoped.worker_scope(body));
+    let pool = WorkerPool::start_scoped("dasf-worker", cfg.max_workers, cfg.queue_size, scope)
         .map_err(|e| BackendError::Thread(e.to_string()))?;
     let router = ReplyRouter::new(
         cfg.address.clone(),

@@ -1,12 +1,16 @@
 //! The bounded worker pool: `max_workers` OS threads take jobs from a queue of `queue_size`. The
 //! dispatcher never blocks: a full queue is reported back at once so the caller gets an error reply.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 /// A unit of work run on a worker thread.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Runs a worker thread's job loop (`body`), e.g. inside some per-thread context.
+pub type ThreadScope = dyn Fn(&mut (dyn FnMut() + Send)) + Send + Sync;
 
 /// Fixed-size pool of worker threads with a bounded queue.
 pub struct WorkerPool {
@@ -17,14 +21,34 @@ pub struct WorkerPool {
 impl WorkerPool {
     /// Start `workers` threads named `{name}-{i}` sharing a queue of `queue_size` jobs.
     pub fn start(name: &str, workers: usize, queue_size: usize) -> std::io::Result<Self> {
+        Self::start_scoped(
+            name,
+            workers,
+            queue_size,
+            Arc::new(|body: &mut (dyn FnMut() + Send)| body()),
+        )
+    }
+
+    /// Like [`WorkerPool::start`], but each thread runs its whole job loop inside `scope` (e.g. to set up
+    /// per-thread state once instead of per job).
+    pub fn start_scoped(
+        name: &str,
+        workers: usize,
+        queue_size: usize,
+        scope: Arc<ThreadScope>,
+    ) -> std::io::Result<Self> {
         let (tx, rx): (Sender<Job>, Receiver<Job>) = bounded(queue_size.max(1));
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers.max(1) {
             let rx = rx.clone();
+            let scope = scope.clone();
             threads.push(std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    job();
-                }
+                let mut body = move || {
+                    while let Ok(job) = rx.recv() {
+                        job();
+                    }
+                };
+                scope(&mut body);
             })?);
         }
         Ok(Self { tx: Some(tx), threads })
@@ -58,7 +82,7 @@ impl WorkerPool {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Barrier};
+    use std::sync::Barrier;
 
     #[test]
     fn runs_jobs_and_reports_overflow() {

@@ -61,6 +61,12 @@ impl Handler for PyHandler {
             }
         })
     }
+
+    // NOTE: the worker thread keeps one Python thread state for its lifetime (attached once, detached while
+    // it waits for jobs); attaching per job would create and destroy a thread state every request.
+    fn worker_scope(&self, body: &mut (dyn FnMut() + Send)) {
+        Python::attach(|py| py.detach(body));
+    }
 }
 
 /// Lets Python code send extra messages (progress reports) to the caller of the running request.
