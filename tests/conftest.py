@@ -113,3 +113,30 @@ def run_python(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
         )
 
     return run
+
+
+def run_reference_client(run_python, tmp_path: Path, messaging: str, name: str, timeout: float = 90) -> str:
+    """Call greet.py's hello_world(name) with the reference client in a subprocess (it has no timeout of
+    its own, so the subprocess is bounded); returns the printed result. `messaging` is the Python source
+    of the messaging_config keyword arguments."""
+    import textwrap
+
+    script = tmp_path / "ref_client.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import warnings
+            warnings.simplefilter("ignore")
+            from demessaging import BackendModule
+
+            def hello_world(name: str) -> str:
+                return ""
+
+            Model = BackendModule.create_model(members=[hello_world], messaging_config=dict({messaging}))
+            print("RESULT", Model.send_request({{"func_name": "hello_world", "name": {name!r}}}).root)
+            """
+        )
+    )
+    out = run_python(str(script), timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    return out.stdout

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import BACKENDS, EXAMPLES
+from conftest import BACKENDS, EXAMPLES, run_reference_client
 from demessaging_rs import BackendModule
 from demessaging_rs._core import Client
 from demessaging_rs.exceptions import BrokerConnectionError, CallTimeout
@@ -70,25 +69,5 @@ def test_two_megabytes_through_dasf_broker_django(django, backends):
 
 def test_reference_client_through_dasf_broker_django(django, backends, run_python, tmp_path):
     start_backend(backends, django, EXAMPLES / "greet.py", "greet-django-ref")
-    script = tmp_path / "ref_client.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import warnings
-            warnings.simplefilter("ignore")
-            from demessaging import BackendModule
-
-            def hello_world(name: str) -> str:
-                return ""
-
-            Model = BackendModule.create_model(
-                members=[hello_world],
-                messaging_config=dict(topic="greet-django-ref", websocket_url="{django.url}"),
-            )
-            print("RESULT", Model.send_request({{"func_name": "hello_world", "name": "Ref"}}).root)
-            """
-        )
-    )
-    out = run_python(str(script), timeout=90)
-    assert out.returncode == 0, out.stderr
-    assert "RESULT Hello World, Ref" in out.stdout
+    messaging = f'topic="greet-django-ref", websocket_url="{django.url}"'
+    assert "RESULT Hello World, Ref" in run_reference_client(run_python, tmp_path, messaging, "Ref")

@@ -5,11 +5,10 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-import textwrap
 
 import pytest
 
-from conftest import BACKENDS, EXAMPLES, reference_copy
+from conftest import BACKENDS, EXAMPLES, reference_copy, run_reference_client
 from demessaging_rs import BackendModule
 from demessaging_rs.exceptions import CallTimeout, RemoteError
 
@@ -68,29 +67,8 @@ def test_call_timeout_names_topic_and_function(broker):
 
 def test_reference_client_calls_our_backend(broker, backends, run_python, tmp_path):
     backends.start(EXAMPLES / "greet.py", "greet-ref-client")
-    script = tmp_path / "ref_client.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import warnings
-            warnings.simplefilter("ignore")
-            from demessaging import BackendModule
-
-            def hello_world(name: str) -> str:
-                return ""
-
-            Model = BackendModule.create_model(
-                members=[hello_world],
-                messaging_config=dict(topic="greet-ref-client", host="127.0.0.1", port="{broker.port}"),
-            )
-            print("RESULT", Model.send_request({{"func_name": "hello_world", "name": "Reference"}}).root)
-            """
-        )
-    )
-    # the reference client has no timeout of its own: bound it from outside
-    out = run_python(str(script), timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert "RESULT Hello World, Reference" in out.stdout
+    messaging = f'topic="greet-ref-client", host="127.0.0.1", port="{broker.port}"'
+    assert "RESULT Hello World, Reference" in run_reference_client(run_python, tmp_path, messaging, "Reference")
 
 
 def test_our_client_calls_the_reference_backend(broker, backends, tmp_path):

@@ -60,3 +60,15 @@ def _iterable(value: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+class SchemaExtraMixin:
+    """For models with a ``backend_config``: merge its ``json_schema_extra`` into the JSON schema."""
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        schema = super().model_json_schema(*args, **kwargs)  # type: ignore[misc]
+        extra = cls.backend_config.json_schema_extra  # type: ignore[attr-defined]
+        if extra:
+            schema = merge_config(schema, extra)
+        return schema

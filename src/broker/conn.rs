@@ -277,6 +277,12 @@ impl Liveness {
             silent_ticks: 0,
         }
     }
+
+    /// On a tick: ping the peer; `false` when it stayed silent too long or the socket failed.
+    async fn ping(&mut self, ws: &mut Ws) -> bool {
+        self.silent_ticks += 1;
+        self.silent_ticks <= 3 && ws.send(WsMessage::Ping(Default::default())).await.is_ok()
+    }
 }
 
 fn publish_time() -> String {
@@ -297,8 +303,7 @@ async fn producer(mut ws: Ws, topic: &Arc<Topic>, state: &State, cancel: &Cancel
                 return;
             }
             _ = live.ticker.tick() => {
-                live.silent_ticks += 1;
-                if live.silent_ticks > 3 || ws.send(WsMessage::Ping(Default::default())).await.is_err() {
+                if !live.ping(&mut ws).await {
                     return;
                 }
                 continue;
@@ -413,8 +418,7 @@ async fn consumer(
                 break;
             }
             _ = live.ticker.tick() => {
-                live.silent_ticks += 1;
-                if live.silent_ticks > 3 || ws.send(WsMessage::Ping(Default::default())).await.is_err() {
+                if !live.ping(&mut ws).await {
                     break;
                 }
             }

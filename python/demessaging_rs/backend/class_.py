@@ -13,7 +13,7 @@ from pydantic.json_schema import JsonSchemaValue
 from demessaging_rs.backend import utils
 from demessaging_rs.backend.function import BackendFunction, BackendFunctionConfig, FunctionAPIModel, ReturnModel
 from demessaging_rs.config import ClassConfig
-from demessaging_rs.utils import append_parameter_docs, merge_config
+from demessaging_rs.utils import SchemaExtraMixin, append_parameter_docs
 
 __all__ = ["BackendClassConfig", "ClassAPIModel", "BackendClass"]
 
@@ -55,7 +55,7 @@ class ClassAPIModel(BaseModel):
 
 
 @append_parameter_docs
-class BackendClass(BaseModel):
+class BackendClass(SchemaExtraMixin, BaseModel):
     """Base of the models generated for classes; create them with :meth:`create_model`."""
 
     backend_config: ClassVar[BackendClassConfig]
@@ -163,12 +163,6 @@ class BackendClass(BaseModel):
             methods=[m.get_api_info() for m in cls.backend_config.models.values()],
         )
 
-    @classmethod
-    def model_json_schema(cls, *args: Any, **kwargs: Any) -> Dict[str, Any]:
-        schema = super().model_json_schema(*args, **kwargs)
-        if cls.backend_config.json_schema_extra:
-            schema = merge_config(schema, cls.backend_config.json_schema_extra)
-        return schema
 
 
 ClassConfig.model_rebuild()

@@ -15,7 +15,7 @@ from typing_extensions import Annotated
 
 from demessaging_rs.backend import utils
 from demessaging_rs.config import FunctionConfig
-from demessaging_rs.utils import append_parameter_docs, merge_config
+from demessaging_rs.utils import SchemaExtraMixin, append_parameter_docs
 
 __all__ = ["ReturnModel", "BackendFunctionConfig", "FunctionAPIModel", "BackendFunction"]
 
@@ -90,7 +90,7 @@ def _return_model(docstring: docstring_parser.Docstring, config: BackendFunction
 
 
 @append_parameter_docs
-class BackendFunction(BaseModel):
+class BackendFunction(SchemaExtraMixin, BaseModel):
     """Base of the models generated for functions; create them with :meth:`create_model`."""
 
     model_config = ConfigDict(validate_assignment=True, arbitrary_types_allowed=True)
@@ -155,12 +155,6 @@ class BackendFunction(BaseModel):
             return_schema=cls.return_model.model_json_schema(),
         )
 
-    @classmethod
-    def model_json_schema(cls, *args: Any, **kwargs: Any) -> Dict[str, Any]:
-        schema = super().model_json_schema(*args, **kwargs)
-        if cls.backend_config.json_schema_extra:
-            schema = merge_config(schema, cls.backend_config.json_schema_extra)
-        return schema
 
 
 BackendFunctionConfig.model_rebuild()

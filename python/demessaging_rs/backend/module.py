@@ -30,7 +30,7 @@ from demessaging_rs.backend.function import BackendFunction, FunctionAPIModel, R
 from demessaging_rs.config import ModuleConfig
 from demessaging_rs.exceptions import DemessagingError, RemoteError
 from demessaging_rs.messaging.constants import MessageType, Status
-from demessaging_rs.utils import append_parameter_docs, merge_config
+from demessaging_rs.utils import SchemaExtraMixin, append_parameter_docs
 
 if TYPE_CHECKING:
     from demessaging_rs._core import Responder
@@ -101,7 +101,7 @@ def _member_model(member: Any, module: Any) -> Tuple[Any, Union[Type[BackendFunc
 
 
 @append_parameter_docs
-class BackendModule(RootModel):
+class BackendModule(SchemaExtraMixin, RootModel):
     """Base of the root model of a backend module; create subclasses with :meth:`create_model`."""
 
     backend_config: ClassVar[BackendModuleConfig]
@@ -171,12 +171,6 @@ class BackendModule(RootModel):
         model.__doc__ = bound.doc
         return model
 
-    @classmethod
-    def model_json_schema(cls, *args: Any, **kwargs: Any) -> Dict[str, Any]:
-        schema = super().model_json_schema(*args, **kwargs)
-        if cls.backend_config.json_schema_extra:
-            schema = merge_config(schema, cls.backend_config.json_schema_extra)
-        return schema
 
     @classmethod
     def schema_json(cls, indent: Optional[int] = None) -> str:  # type: ignore[override]
