@@ -158,3 +158,42 @@ def test_listen_refused_by_the_broker_exits_with_a_clear_message(tmp_path):
     text = out.stdout + out.stderr
     assert "HTTP 401" in text and "cannot serve topic hello-world-topic" in text
     assert "Traceback" not in text
+
+
+def test_broker_restart_backend_reconnects_and_client_recovers(tmp_path):
+    """A broker that vanishes: calls fail with a clear error meanwhile, and everything resumes after."""
+    from conftest import Backends
+    from demessaging_rs import BackendModule, Broker
+    from demessaging_rs.exceptions import BrokerConnectionError, CallTimeout
+    from test_hello_world import load
+
+    first = Broker(port=0)
+    port = first.port
+    backends = Backends(first, tmp_path)
+    second = None
+    try:
+        backends.start(BACKENDS / "big.py", "restart-topic")
+        mc = {"topic": "restart-topic", "host": "127.0.0.1", "port": port, "call_timeout": 5}
+        model = BackendModule.create_model(members=[load(BACKENDS / "big.py").add], messaging_config=mc)
+        assert model.send_request({"func_name": "add", "a": 1, "b": 1}).root == 2
+
+        first.stop()
+        with pytest.raises((BrokerConnectionError, CallTimeout)):
+            model.send_request({"func_name": "add", "a": 1, "b": 2})
+
+        second = Broker(port=port)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert model.send_request({"func_name": "add", "a": 2, "b": 2}, timeout=1).root == 4
+                break
+            except (BrokerConnectionError, CallTimeout):
+                assert time.monotonic() < deadline, "the backend did not come back"
+                time.sleep(0.2)
+        log = open(backends.procs[0].log_path).read()  # type: ignore[attr-defined]
+        assert "reconnecting" in log and "Traceback" not in log
+    finally:
+        backends.stop_all()
+        first.stop()
+        if second is not None:
+            second.stop()
