@@ -210,8 +210,10 @@ impl Client {
         let payload = payload_bytes(payload)?;
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
         let client = self.connected(py)?;
-        let call = client
-            .start_blocking(mt, payload, timeout, label, on_progress.is_some())
+        let with_progress = on_progress.is_some();
+        // the request is written on this thread: without the GIL, as any wait
+        let call = py
+            .detach(|| client.start_blocking(mt, payload, timeout, label, with_progress))
             .map_err(client_err)?;
         loop {
             match py.detach(|| call.poll(Duration::from_millis(100))) {
