@@ -4,7 +4,9 @@ Starts the embedded broker (its own process), one backend per implementation (ow
 calls each from this process with its own client: sequential latency, 8-thread throughput, and echo of
 large payloads. Prints a Markdown table with ratios and writes it to bench/results.md.
 
-    python bench/bench_calls.py [--calls 2000] [--threads 8]
+    python bench/bench_calls.py [--calls 2000] [--threads 8] [--native-broker]
+
+BENCH_BROKER_ARGS (e.g. "--threads 2") is appended to the `demessaging-rs broker` command line.
 """
 
 from __future__ import annotations
@@ -156,7 +158,8 @@ def main() -> None:
     if args.native_broker:
         broker_cmd = [str(native), "--port", str(port)]
     else:
-        broker_cmd = [sys.executable, "-m", "demessaging_rs", "broker", "-p", str(port)]
+        extra = os.environ.get("BENCH_BROKER_ARGS", "").split()
+        broker_cmd = [sys.executable, "-m", "demessaging_rs", "broker", "-p", str(port), *extra]
     procs = [start(broker_cmd, tmp / "broker.log")]
     try:
         wait_port(port)

@@ -21,6 +21,7 @@ class Broker:
         tokens: Optional[List[str]] = None,
         receiver_queue_size: Optional[int] = None,
         publish_hold: Optional[float] = None,
+        threads: Optional[int] = None,
     ) -> None: ...
     @property
     def host(self) -> str: ...

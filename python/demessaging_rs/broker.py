@@ -13,6 +13,7 @@ class Broker:
     """A message broker speaking Apache Pulsar's WebSocket API, served by the Rust core in this process.
 
     It starts serving on construction; ``port=0`` picks a free port (read it from :attr:`port`).
+    ``threads=n`` runs it on `n` threads of its own; by default it shares the package's runtime.
     """
 
     def __init__(
@@ -25,6 +26,7 @@ class Broker:
         tokens: Optional[List[str]] = None,
         receiver_queue_size: Optional[int] = None,
         publish_hold: Optional[float] = None,
+        threads: Optional[int] = None,
     ) -> None:
         self._core = _core.Broker(
             host,
@@ -34,6 +36,7 @@ class Broker:
             tokens=tokens,
             receiver_queue_size=receiver_queue_size,
             publish_hold=publish_hold,
+            threads=threads,
         )
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from itertools import chain
@@ -240,6 +241,8 @@ def _broker(argv: List[str]) -> int:
     p.add_argument("--token-file", type=Path, help="Require one of the tokens in this file (one per line).")
     p.add_argument("--max-frame-size", type=int, help="Largest accepted frame in bytes. Default: 5 MiB")
     p.add_argument("--max-connections", type=int, help="Maximum simultaneous connections. Default: 10000")
+    p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                   help="Worker threads of the broker. Default: half the CPUs (%(default)s)")
     args = p.parse_args(argv)
     _console_logging()
     try:
@@ -249,6 +252,7 @@ def _broker(argv: List[str]) -> int:
             max_frame_size=args.max_frame_size,
             max_connections=args.max_connections,
             tokens=_read_tokens(args.token_file),
+            threads=args.threads,
         )
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -18,13 +18,15 @@ pub struct Broker {
     port: u16,
     cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// A runtime of its own (`threads=` given), shut down with the broker.
+    own_runtime: Mutex<Option<tokio::runtime::Runtime>>,
 }
 
 #[pymethods]
 impl Broker {
     /// Bind and start serving at once (port 0 picks a free port).
     #[new]
-    #[pyo3(signature = (host="127.0.0.1", port=8080, *, max_frame_size=None, max_connections=None, tokens=None, receiver_queue_size=None, publish_hold=None))]
+    #[pyo3(signature = (host="127.0.0.1", port=8080, *, max_frame_size=None, max_connections=None, tokens=None, receiver_queue_size=None, publish_hold=None, threads=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -35,6 +37,7 @@ impl Broker {
         tokens: Option<Vec<String>>,
         receiver_queue_size: Option<usize>,
         publish_hold: Option<f64>,
+        threads: Option<usize>,
     ) -> PyResult<Self> {
         let mut cfg = BrokerConfig::default();
         if let Some(v) = max_frame_size {
@@ -55,18 +58,41 @@ impl Broker {
             .map_err(|e| config_err(format!("cannot resolve {addr}: {e}")))?
             .next()
             .ok_or_else(|| config_err(format!("cannot resolve {addr}")))?;
-        let bound = runtime::wait(py, async move { RsBroker::bind(sock, cfg).await })?
-            .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot listen on {addr}: {e}")))?;
+        // NOTE: `threads=n` gives the broker its own runtime: the standalone broker is fastest with one
+        // thread per two cores (bench/bench_broker.py); in-process brokers share the package's runtime.
+        let own_runtime = match threads {
+            None => None,
+            Some(n) => Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(n.clamp(1, 64))
+                    .thread_name("dasf-broker")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot start broker threads: {e}")))?,
+            ),
+        };
+        let handle = own_runtime
+            .as_ref()
+            .map_or_else(|| runtime::get().handle().clone(), |rt| rt.handle().clone());
+        let bind_handle = handle.clone();
+        let bound = runtime::wait(py, async move {
+            bind_handle
+                .spawn(async move { RsBroker::bind(sock, cfg).await })
+                .await
+                .expect("bind task")
+        })?
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot listen on {addr}: {e}")))?;
         let local = bound
             .local_addr()
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
         let cancel = CancellationToken::new();
-        let task = runtime::get().spawn(bound.serve(cancel.clone()));
+        let task = handle.spawn(bound.serve(cancel.clone()));
         Ok(Self {
             host: local.ip().to_string(),
             port: local.port(),
             cancel,
             task: Mutex::new(Some(task)),
+            own_runtime: Mutex::new(own_runtime),
         })
     }
 
@@ -105,6 +131,9 @@ impl Broker {
                 let _ = tokio::time::timeout(limit, task).await;
             })?;
         }
+        if let Some(rt) = self.own_runtime.lock().expect("broker lock").take() {
+            rt.shutdown_background();
+        }
         Ok(())
     }
 
@@ -120,5 +149,8 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.cancel.cancel();
+        if let Some(rt) = self.own_runtime.get_mut().ok().and_then(Option::take) {
+            rt.shutdown_background();
+        }
     }
 }
