@@ -78,7 +78,7 @@ def test_our_client_calls_the_reference_backend(broker, backends, tmp_path):
     assert model.send_request({"func_name": "hello_world", "name": "Rust"}).root == "Hello World, Rust"
 
 
-@pytest.mark.parametrize("example", ["hello_world.py", "greet.py"])
+@pytest.mark.parametrize("example", ["hello_world.py", "greet.py", "hello_world_class.py"])
 def test_schema_equals_the_reference(run_python, tmp_path, example):
     ours = run_python(str(EXAMPLES / example), "schema")
     assert ours.returncode == 0, ours.stderr
@@ -119,3 +119,28 @@ def test_websocket_url_and_test_connect(broker, backends, run_python):
     refused = run_python(str(EXAMPLES / "greet.py"), "--websocket-url", "ws://127.0.0.1:1/ws", "test-connect")
     assert refused.returncode != 0
     assert "could not connect to ws://127.0.0.1:1/ws" in refused.stderr
+
+
+def test_class_member_through_the_broker_both_ways(broker, backends, tmp_path):
+    """Ours serves a class; our client calls it; the reference backend serving it answers our client too."""
+    backends.start(EXAMPLES / "hello_world_class.py", "class-topic")
+    backends.start(reference_copy(EXAMPLES / "hello_world_class.py", tmp_path), "class-topic-ref")
+    cls = load(EXAMPLES / "hello_world_class.py").HelloWorld
+    call = {"class_name": "HelloWorld", "message": "hi", "function": {"func_name": "repeat_message", "repeat": 3}}
+    for topic in ("class-topic", "class-topic-ref"):
+        model = model_for(broker, topic, cls)
+        assert model.send_request(call).root == ["hi", "hi", "hi"]
+        shout = {"class_name": "HelloWorld", "message": "hi", "function": {"func_name": "shout"}}
+        assert model.send_request(shout).root == "HI"
+
+
+def test_generated_stub_for_a_class(broker, backends, run_python, tmp_path):
+    backends.start(EXAMPLES / "hello_world_class.py", "class-stub-topic")
+    args = ["-t", "class-stub-topic", "-H", "127.0.0.1", "-p", str(broker.port), "generate"]
+    gen = run_python(str(EXAMPLES / "hello_world_class.py"), *args)
+    assert gen.returncode == 0, gen.stderr
+    (tmp_path / "class_stub.py").write_text(gen.stdout)
+    code = "import class_stub; h = class_stub.HelloWorld('hi'); print('RESULT', h.repeat_message(2), h.shout())"
+    call = run_python("-c", code, cwd=tmp_path, timeout=60)
+    assert call.returncode == 0, call.stderr + gen.stdout
+    assert "RESULT ['hi', 'hi'] HI" in call.stdout

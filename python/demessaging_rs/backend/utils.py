@@ -99,24 +99,19 @@ def slugify(value: str) -> str:
 
 
 def get_module_imports(mod: Any) -> str:
-    """The import statements of a module's source (empty when isort is not installed)."""
+    """The module-level import statements of a module's source, for generated client stubs."""
+    import ast
+
     try:
-        from isort.api import find_imports_in_code
-    except ImportError:
-        return ""
-    try:
-        code = inspect.getsource(mod)
-    except (OSError, TypeError):
+        tree = ast.parse(inspect.getsource(mod))
+    except (OSError, TypeError, SyntaxError):
         return ""
     lines = []
-    for imp in find_imports_in_code(code):
-        if imp.attribute:
-            line = f"from {imp.module} import {imp.attribute}"
-        else:
-            line = f"import {imp.module}"
-        if imp.alias:
-            line += f" as {imp.alias}"
-        lines.append(line)
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and not (
+            isinstance(node, ast.ImportFrom) and node.module == "__future__"
+        ):
+            lines.append(ast.unparse(node))
     return "\n".join(lines)
 
 
