@@ -27,8 +27,8 @@ pub struct ReassemblyLimits {
 impl Default for ReassemblyLimits {
     fn default() -> Self {
         Self {
-            max_bytes: 1 << 30,
-            max_partials: 10_000,
+            max_bytes: 256 << 20,
+            max_partials: 1_000,
             max_fragments: 100_000,
             max_age: Duration::from_secs(300),
         }
