@@ -415,3 +415,28 @@ async fn blocking_calls_from_plain_threads() {
     be.await.unwrap().unwrap();
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_producers_without_keep_alive_reconnect_per_reply() {
+    let b = start_broker().await;
+    let cancel = CancellationToken::new();
+    let mut cfg = backend_config(&b, "no-keep-alive", 2, 8);
+    cfg.producer_keep_alive = Duration::ZERO;
+    let be = tokio::spawn(backend::run(cfg, Arc::new(Echo), cancel.clone()));
+    let c = client(&b, "no-keep-alive").await;
+    wait_ready(&c).await;
+    for i in 0..20 {
+        let payload = call_json(serde_json::json!({"func_name": "echo", "data": i}));
+        let r = c
+            .call(MessageType::Request, payload, Duration::from_secs(10), "echo", None)
+            .await
+            .unwrap();
+        assert_eq!(r.payload, i.to_string().into_bytes());
+        if i % 5 == 0 {
+            tokio::time::sleep(Duration::from_millis(120)).await; // let the producer retire in between
+        }
+    }
+    cancel.cancel();
+    be.await.unwrap().unwrap();
+    b.shutdown().await;
+}
