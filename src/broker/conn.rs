@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::subscription::{Dispatch, SubType};
 use super::topic::{Message, Subscription, Topic};
 use super::State;
-use crate::protocol::envelope::{decode_payload, ConsumerCommand, DeliveryOut, ProducerAck, PublishFrame};
+use crate::protocol::envelope::{ConsumerCommand, DeliveryOut, ProducerAck, PublishFrame};
 use crate::protocol::url::{parse_endpoint, parse_query, Role};
 
 const LOG: &str = "demessaging_rs.broker";
@@ -285,14 +285,43 @@ impl Liveness {
     }
 }
 
-fn publish_time() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+/// Per-producer scratch state, reused across messages to avoid allocations on the data path.
+#[derive(Default)]
+struct Scratch {
+    /// Base64 is validated by decoding into this buffer.
+    decoded: Vec<u8>,
+    /// `publishTime` of the last message and the millisecond it stands for.
+    time: (u128, Arc<str>),
+}
+
+impl Scratch {
+    fn publish_time(&mut self) -> Arc<str> {
+        let now = SystemTime::now();
+        let ms = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        if ms != self.time.0 || self.time.1.is_empty() {
+            self.time = (ms, Arc::from(humantime::format_rfc3339_millis(now).to_string()));
+        }
+        self.time.1.clone()
+    }
+
+    fn check_base64(&mut self, payload: &str) -> Result<(), String> {
+        use base64::Engine;
+        self.decoded.clear();
+        let r = crate::protocol::envelope::B64
+            .decode_vec(payload.trim_end_matches(['\n', '\r']), &mut self.decoded)
+            .map_err(|e| e.to_string());
+        if self.decoded.capacity() > 64 * 1024 {
+            self.decoded = Vec::new(); // do not keep a large buffer per idle connection
+        }
+        r
+    }
 }
 
 async fn producer(mut ws: Ws, topic: &Arc<Topic>, state: &State, cancel: &CancellationToken) {
     let mut live = Liveness::new(state.cfg.ping_interval);
     // a frame already read but not yet handled (the batch limit was reached)
     let mut carried = None;
+    let mut scratch = Scratch::default();
     loop {
         let mut frame = if let Some(f) = carried.take() {
             f
@@ -317,9 +346,9 @@ async fn producer(mut ws: Ws, topic: &Arc<Topic>, state: &State, cancel: &Cancel
         for batch in 0..256 {
             let ack = match frame {
                 None | Some(Ok(WsMessage::Close(_))) => return,
-                Some(Ok(WsMessage::Text(t))) => publish(t.as_str(), topic, state).await,
+                Some(Ok(WsMessage::Text(t))) => publish(t.as_str(), topic, state, &mut scratch).await,
                 Some(Ok(WsMessage::Binary(b))) => match std::str::from_utf8(&b) {
-                    Ok(text) => publish(text, topic, state).await,
+                    Ok(text) => publish(text, topic, state, &mut scratch).await,
                     Err(_) => ProducerAck::error(SEND_ERROR_JSON, "binary frame is not UTF-8 JSON", None),
                 },
                 Some(Ok(_)) => {
@@ -356,7 +385,7 @@ async fn producer(mut ws: Ws, topic: &Arc<Topic>, state: &State, cancel: &Cancel
     }
 }
 
-async fn publish(text: &str, topic: &Arc<Topic>, state: &State) -> ProducerAck {
+async fn publish(text: &str, topic: &Arc<Topic>, state: &State, scratch: &mut Scratch) -> ProducerAck {
     let frame = match PublishFrame::parse(text) {
         Ok(f) => f,
         Err(e) => return ProducerAck::error(SEND_ERROR_JSON, format!("Failed to deserialize from JSON: {e}"), None),
@@ -364,23 +393,23 @@ async fn publish(text: &str, topic: &Arc<Topic>, state: &State) -> ProducerAck {
     let Some(payload) = frame.payload else {
         return ProducerAck::error(SEND_ERROR_PAYLOAD, "the message has no payload", frame.context);
     };
-    if let Err(e) = decode_payload(&payload) {
+    if let Err(e) = scratch.check_base64(&payload) {
         return ProducerAck::error(
             SEND_ERROR_PAYLOAD,
-            format!("Invalid Base64 message-payload error={e}"),
+            format!("Invalid Base64 message-payload error=payload is not valid base64: {e}"),
             frame.context,
         );
     }
-    let id = state.next_message_id();
+    let id: Arc<str> = Arc::from(state.next_message_id());
     let msg = Arc::new(Message {
         id: id.clone(),
         payload,
         properties: frame.properties,
-        publish_time: publish_time(),
+        publish_time: scratch.publish_time(),
         key: frame.key,
     });
     match topic.publish(msg, state.cfg.publish_hold, state.cfg.max_backlog).await {
-        Ok(()) => ProducerAck::ok(id, frame.context),
+        Ok(()) => ProducerAck::ok(id.to_string(), frame.context),
         Err(e) => ProducerAck::error(SEND_ERROR_UNKNOWN, e.to_string(), frame.context),
     }
 }
@@ -405,8 +434,9 @@ async fn consumer(
     let (topic, sub, opts, counter) = (&conn.topic, &conn.sub, conn.opts, &*conn.counter);
     let mut live = Liveness::new(state.cfg.ping_interval);
     // message id -> (delivery sequence, delivered at, message)
-    let mut unacked: HashMap<String, (u64, tokio::time::Instant, Dispatch)> = HashMap::new();
+    let mut unacked: HashMap<Arc<str>, (u64, tokio::time::Instant, Dispatch)> = HashMap::new();
     let mut seq = 0u64;
+    let started = tokio::time::Instant::now();
     let check_every = opts.ack_timeout.map(|t| (t / 4).max(Duration::from_millis(10)));
     let mut ack_ticker = tokio::time::interval(check_every.unwrap_or(Duration::from_secs(3600)));
     ack_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -425,7 +455,7 @@ async fn consumer(
             _ = ack_ticker.tick(), if opts.ack_timeout.is_some() => {
                 let limit = opts.ack_timeout.unwrap_or_default();
                 let now = tokio::time::Instant::now();
-                let expired: Vec<String> =
+                let expired: Vec<Arc<str>> =
                     unacked.iter().filter(|(_, (_, at, _))| now.duration_since(*at) >= limit).map(|(k, _)| k.clone()).collect();
                 for id in expired {
                     if let Some((_, _, d)) = unacked.remove(&id) {
@@ -447,7 +477,8 @@ async fn consumer(
                 };
                 let text = serde_json::to_string(&out).expect("serializable");
                 seq += 1;
-                unacked.insert(m.id.clone(), (seq, tokio::time::Instant::now(), d.clone()));
+                let at = if opts.ack_timeout.is_some() { tokio::time::Instant::now() } else { started };
+                unacked.insert(m.id.clone(), (seq, at, d.clone()));
                 counter.store(unacked.len(), Ordering::Relaxed);
                 // NOTE: feed, and flush only when no further delivery is queued, to batch under load
                 if ws.feed(WsMessage::text(text)).await.is_err() {
@@ -504,21 +535,21 @@ async fn consumer(
 /// Handle one consumer command; returns an error message to send back, if any.
 fn command(
     text: &str,
-    unacked: &mut HashMap<String, (u64, tokio::time::Instant, Dispatch)>,
+    unacked: &mut HashMap<Arc<str>, (u64, tokio::time::Instant, Dispatch)>,
     topic: &Arc<Topic>,
     sub: &Arc<Subscription>,
     opts: ConsumerOpts,
     state: &State,
 ) -> Option<CommandError> {
     match ConsumerCommand::parse(text) {
-        Ok(ConsumerCommand::Ack(id)) => match unacked.remove(&id) {
+        Ok(ConsumerCommand::Ack(id)) => match unacked.remove(id.as_str()) {
             Some(_) => None,
             None => Some(CommandError::new(
                 "ack",
                 format!("unknown or already acknowledged messageId {id:?}"),
             )),
         },
-        Ok(ConsumerCommand::NegativeAck(id)) => match unacked.remove(&id) {
+        Ok(ConsumerCommand::NegativeAck(id)) => match unacked.remove(id.as_str()) {
             Some((_, _, d)) => {
                 let (sub, persistent, max) = (sub.clone(), topic.persistent, state.cfg.max_backlog);
                 tokio::spawn(async move {

@@ -18,13 +18,13 @@ use crate::protocol::Properties;
 #[derive(Debug)]
 pub struct Message {
     /// Opaque id.
-    pub id: String,
+    pub id: Arc<str>,
     /// Base64 payload as published.
     pub payload: String,
     /// Properties, values as strings.
     pub properties: Properties,
-    /// Publish time, ISO 8601.
-    pub publish_time: String,
+    /// Publish time, ISO 8601 (shared by messages of the same millisecond).
+    pub publish_time: Arc<str>,
     /// Optional key.
     pub key: Option<String>,
 }
