@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from demessaging_rs.config import LoggingConfig, ModuleConfig, PulsarConfig, WebsocketURLConfig
+from demessaging_rs.utils import sigterm_as_interrupt
 
 UNKNOWN_TOPIC = "__NOTSET"
 UNKNOWN_MODULE = "__NOTSET"
@@ -258,9 +259,9 @@ def _broker(argv: List[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"demessaging-rs broker listening on {broker.url}", flush=True)
-    _sigterm_as_interrupt()
     try:
-        broker.serve_forever()
+        with sigterm_as_interrupt():
+            broker.serve_forever()
     except KeyboardInterrupt:
         broker.stop()
     print("broker stopped", flush=True)
@@ -315,15 +316,6 @@ def _demo(argv: List[str]) -> int:
 
 def _console_logging() -> None:
     LoggingConfig().configure_logging()
-
-
-def _sigterm_as_interrupt() -> None:
-    import signal
-
-    def _raise(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _raise)
 
 
 def console_main(argv: Optional[List[str]] = None) -> int:

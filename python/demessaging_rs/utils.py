@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import signal
 import textwrap
-from typing import Any, Dict, Type
+import threading
+from typing import Any, Dict, Iterator, Type
 
 from pydantic import BaseModel
 
@@ -72,3 +75,21 @@ class SchemaExtraMixin:
         if extra:
             schema = merge_config(schema, extra)
         return schema
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises KeyboardInterrupt (main thread only), so a blocking serve loop
+    shuts down the same way on ``kill`` as on Ctrl-C. The previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::dasf::{MessageType, Outgoing, RequestMeta, Status, QUEUE_OVERFLOW};
-use crate::protocol::envelope::{decode_payload, Delivery};
+use crate::protocol::envelope::{decode_payload, ConsumerCommand, Delivery};
 use crate::protocol::fragment::{Fed, Reassembler, ReassemblyLimits};
 use crate::protocol::url::BrokerAddress;
 use crate::transport::{self, Backoff, ConnectOptions};
@@ -253,7 +253,7 @@ impl Dispatcher {
                 return;
             }
         };
-        let ack = format!(r#"{{"messageId":{}}}"#, Value::String(delivery.message_id.clone()));
+        let ack = ConsumerCommand::ack_frame(&delivery.message_id);
         let _ = acks.send(WsMessage::text(ack)).await;
 
         let meta = match RequestMeta::from_properties(&delivery.properties, delivery.context.as_deref()) {

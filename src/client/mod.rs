@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::dasf::{self, parse_fragment, MessageType, Outgoing, Status};
-use crate::protocol::envelope::{decode_payload, Delivery, ProducerAck, Properties};
+use crate::protocol::envelope::{decode_payload, ConsumerCommand, Delivery, ProducerAck, Properties};
 use crate::protocol::fragment::{Fed, Reassembler, ReassemblyLimits};
 use crate::protocol::url::BrokerAddress;
 use crate::transport::{self, ConnectOptions, WsReader};
@@ -444,7 +444,7 @@ async fn read_replies(inner: Arc<Inner>, mut reader: WsReader) {
                 continue;
             }
         };
-        let ack = format!(r#"{{"messageId":{}}}"#, Value::String(delivery.message_id.clone()));
+        let ack = ConsumerCommand::ack_frame(&delivery.message_id);
         if inner.consumer.send(WsMessage::text(ack)).await.is_err() {
             fail_all(&inner, || ClientError::ConnectionLost);
             return;

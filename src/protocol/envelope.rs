@@ -257,6 +257,13 @@ pub enum ConsumerCommand {
     IsEndOfTopic,
 }
 
+impl ConsumerCommand {
+    /// The frame acknowledging `message_id`: `{"messageId": "<id>"}`.
+    pub fn ack_frame(message_id: &str) -> String {
+        serde_json::json!({ "messageId": message_id }).to_string()
+    }
+}
+
 #[derive(Deserialize)]
 struct RawCommand {
     #[serde(rename = "type", default)]
@@ -366,6 +373,11 @@ mod tests {
         assert!(ConsumerCommand::parse(r#"{"type":"bogus","messageId":"a"}"#).is_err());
         assert!(ConsumerCommand::parse(r#"{}"#).is_err());
         assert!(ConsumerCommand::parse("nope").is_err());
+        let ack = ConsumerCommand::ack_frame("a\"b");
+        assert_eq!(
+            ConsumerCommand::parse(&ack).unwrap(),
+            ConsumerCommand::Ack("a\"b".into())
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ from demessaging_rs.backend.function import BackendFunction, FunctionAPIModel, R
 from demessaging_rs.config import ModuleConfig
 from demessaging_rs.exceptions import DemessagingError, RemoteError
 from demessaging_rs.messaging.constants import MessageType, Status
-from demessaging_rs.utils import SchemaExtraMixin, append_parameter_docs
+from demessaging_rs.utils import SchemaExtraMixin, append_parameter_docs, sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from demessaging_rs._core import Responder
@@ -209,17 +209,7 @@ class BackendModule(SchemaExtraMixin, RootModel):
     @classmethod
     def listen(cls) -> None:
         """Serve requests until Ctrl-C or SIGTERM; running requests finish before it returns."""
-        import signal
-        import threading
-
         backend = cls._backend()
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-
-            def _terminate(signum: int, frame: Any) -> None:
-                raise KeyboardInterrupt
-
-            previous = signal.signal(signal.SIGTERM, _terminate)
         logger.info(
             "serving topic %s with %d workers (queue %d)",
             cls.backend_config.messaging_config.topic,
@@ -227,16 +217,14 @@ class BackendModule(SchemaExtraMixin, RootModel):
             backend.queue_size,
         )
         try:
-            backend.run()
+            with sigterm_as_interrupt():
+                backend.run()
         except KeyboardInterrupt:
             logger.info("stopped")
         except DemessagingError as e:
             # e.g. the broker refused the subscription (401, 409): nothing a retry would fix
             logger.error("cannot serve topic %s: %s", cls.backend_config.messaging_config.topic, e)
             raise SystemExit(1) from None
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
 
     @classmethod
     def test_connect(cls) -> None:
