@@ -118,7 +118,7 @@ impl Replier {
         out.into_frames(self.max_payload_size)
     }
 
-    /// Send a message to the caller from a worker thread (blocks while the producer queue is full).
+    /// Send a message to the caller from a worker thread: the write happens on that thread (blocking).
     pub fn send_blocking(
         &self,
         msg_type: MessageType,

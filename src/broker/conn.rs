@@ -478,7 +478,7 @@ async fn consumer(
                 let text = serde_json::to_string(&out).expect("serializable");
                 seq += 1;
                 let at = if opts.ack_timeout.is_some() { tokio::time::Instant::now() } else { started };
-                unacked.insert(m.id.clone(), (seq, at, d.clone()));
+                unacked.insert(d.msg.id.clone(), (seq, at, d));
                 counter.store(unacked.len(), Ordering::Relaxed);
                 // NOTE: feed, and flush only when no further delivery is queued, to batch under load
                 if ws.feed(WsMessage::text(text)).await.is_err() {

@@ -67,8 +67,7 @@ impl Subscription {
             return;
         }
         let mut st = self.state.lock().expect("sub lock");
-        redistribute(&mut st);
-        self.backlog_len.store(st.backlog.len(), Ordering::Relaxed);
+        redistribute(&mut st, &self.backlog_len);
     }
 
     /// Put a message back for redelivery (negative ack, ack timeout). Without consumers it waits in the
@@ -83,8 +82,7 @@ impl Subscription {
             return false;
         }
         st.backlog.push_back(d);
-        redistribute(&mut st);
-        self.backlog_len.store(st.backlog.len(), Ordering::Relaxed);
+        redistribute(&mut st, &self.backlog_len);
         true
     }
 }
@@ -95,6 +93,9 @@ pub struct Topic {
     pub name: String,
     pub persistent: bool,
     pub subs: Mutex<HashMap<String, Arc<Subscription>>>,
+    /// The values of `subs`, rebuilt when a subscription comes or goes, so `publish` takes a reference
+    /// count instead of collecting a vector for every message.
+    fanout: Mutex<Arc<[Arc<Subscription>]>>,
     pub msg_in: AtomicU64,
     pub msg_out: AtomicU64,
     rates: Mutex<Rates>,
@@ -111,6 +112,11 @@ struct Rates {
 }
 
 impl Topic {
+    /// Rebuild the publish fan-out from `subs` (called with the `subs` lock held).
+    fn refresh_fanout(&self, subs: &HashMap<String, Arc<Subscription>>) {
+        *self.fanout.lock().expect("fanout lock") = subs.values().cloned().collect();
+    }
+
     /// Messages per second in and out, over the interval since the previous sample (≥ 1 s).
     pub fn rates(&self) -> (f64, f64) {
         let mut r = self.rates.lock().expect("rates lock");
@@ -155,6 +161,7 @@ impl Registry {
                     name: name.to_owned(),
                     persistent,
                     subs: Mutex::new(HashMap::new()),
+                    fanout: Mutex::new(Arc::from(Vec::new())),
                     msg_in: AtomicU64::new(0),
                     msg_out: AtomicU64::new(0),
                     rates: Mutex::new(Rates {
@@ -179,9 +186,10 @@ impl Registry {
         let id = self.next_consumer.fetch_add(1, Ordering::Relaxed);
         let subscription = {
             let mut subs = topic.subs.lock().expect("subs lock");
-            subs.entry(sub.to_owned())
-                .or_insert_with(|| {
-                    Arc::new(Subscription {
+            match subs.get(sub) {
+                Some(existing) => existing.clone(),
+                None => {
+                    let created = Arc::new(Subscription {
                         name: sub.to_owned(),
                         state: Mutex::new(SubState {
                             kind,
@@ -190,9 +198,12 @@ impl Registry {
                             backlog: VecDeque::new(),
                         }),
                         backlog_len: AtomicUsize::new(0),
-                    })
-                })
-                .clone()
+                    });
+                    subs.insert(sub.to_owned(), created.clone());
+                    topic.refresh_fanout(&subs);
+                    created
+                }
+            }
         };
         let (tx, rx) = mpsc::channel(queue.max(1));
         let mut st = subscription.state.lock().expect("sub lock");
@@ -212,8 +223,7 @@ impl Registry {
             unacked: unacked.clone(),
         });
         // hand over what waited for a consumer
-        redistribute(&mut st);
-        subscription.backlog_len.store(st.backlog.len(), Ordering::Relaxed);
+        redistribute(&mut st, &subscription.backlog_len);
         drop(st);
         Ok(Joined {
             sub: subscription,
@@ -233,10 +243,9 @@ impl Registry {
                 d.redelivery += 1;
                 st.backlog.push_front(d);
             }
-            // hand the backlog to remaining consumers
-            redistribute(&mut st);
         }
-        sub.backlog_len.store(st.backlog.len(), Ordering::Relaxed);
+        // hand the backlog to remaining consumers
+        redistribute(&mut st, &sub.backlog_len);
         let empty = st.consumers.is_empty();
         drop(st);
         if empty && !topic.persistent {
@@ -244,13 +253,20 @@ impl Registry {
             if let Some(s) = subs.get(&sub.name) {
                 if Arc::ptr_eq(s, sub) && s.state.lock().expect("sub lock").consumers.is_empty() {
                     subs.remove(&sub.name);
+                    topic.refresh_fanout(&subs);
                 }
             }
         }
     }
 }
 
-fn redistribute(st: &mut SubState) {
+/// Hand backlog messages to consumers with room, in order, and refresh the lock-free backlog length.
+fn redistribute(st: &mut SubState, backlog_len: &AtomicUsize) {
+    hand_over(st);
+    backlog_len.store(st.backlog.len(), Ordering::Relaxed);
+}
+
+fn hand_over(st: &mut SubState) {
     while let Some(d) = st.backlog.pop_front() {
         let n = st.consumers.len();
         let consumers = &st.consumers;
@@ -274,16 +290,10 @@ impl Topic {
     /// all full; returns an error rather than dropping anything it accepted.
     pub async fn publish(&self, msg: Arc<Message>, hold: Duration, max_backlog: usize) -> Result<(), PublishError> {
         self.msg_in.fetch_add(1, Ordering::Relaxed);
-        let subs: Vec<Arc<Subscription>> = {
-            let subs = self.subs.lock().expect("subs lock");
-            if subs.is_empty() {
-                // non-persistent: nobody listens, the message is dropped (Pulsar semantics);
-                // persistent: without a subscription there is nobody to keep it for.
-                return Ok(());
-            }
-            subs.values().cloned().collect()
-        };
-        for sub in subs {
+        let subs = self.fanout.lock().expect("fanout lock").clone();
+        // no subscription: non-persistent drops the message (Pulsar semantics); persistent has nobody to
+        // keep it for
+        for sub in subs.iter() {
             let d = Dispatch {
                 msg: msg.clone(),
                 redelivery: 0,
@@ -297,8 +307,7 @@ impl Topic {
                         return Err(PublishError::BacklogFull(sub.name.clone(), max_backlog));
                     }
                     st.backlog.push_back(d);
-                    redistribute(st);
-                    sub.backlog_len.store(st.backlog.len(), Ordering::Relaxed);
+                    redistribute(st, &sub.backlog_len);
                     continue;
                 }
                 let n = st.consumers.len();
@@ -315,7 +324,7 @@ impl Topic {
                                 return Err(PublishError::BacklogFull(sub.name.clone(), max_backlog));
                             }
                             st.backlog.push_back(d);
-                            sub.backlog_len.store(st.backlog.len(), Ordering::Relaxed);
+                            redistribute(st, &sub.backlog_len);
                         }
                         None
                     }
@@ -333,8 +342,7 @@ impl Topic {
                         if self.persistent {
                             let mut st = sub.state.lock().expect("sub lock");
                             st.backlog.push_back(d);
-                            redistribute(&mut st);
-                            sub.backlog_len.store(st.backlog.len(), Ordering::Relaxed);
+                            redistribute(&mut st, &sub.backlog_len);
                         }
                     }
                 }
