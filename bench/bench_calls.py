@@ -15,14 +15,13 @@ import argparse
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 HERE = Path(__file__).resolve().parent
 

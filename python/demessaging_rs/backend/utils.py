@@ -7,7 +7,7 @@ import re
 import unicodedata
 import warnings
 from itertools import chain
-from typing import TYPE_CHECKING, Any, Dict, Literal, Tuple, Type, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Dict, Literal, Tuple, Union, get_args, get_origin
 
 from deprogressapi import BaseReport
 from pydantic import Field
@@ -113,8 +113,3 @@ def get_module_imports(mod: Any) -> str:
         ):
             lines.append(ast.unparse(node))
     return "\n".join(lines)
-
-
-def return_type_of(obj: Type[Any]) -> Any:
-    """Helper for typing: the annotation of a model's ``root`` field."""
-    return obj.model_fields["root"].annotation
