@@ -23,6 +23,30 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 BACKENDS = Path(__file__).resolve().parent / "backends"
 
+# The reference package (the interop oracle) lives in a virtualenv of its own, never in the environment
+# that runs these tests: a test of our API must fail when our API lacks something, and an installed
+# `demessaging` could stand in for it (e.g. deprogressapi's `import demessaging.PulsarMessageConstants`).
+REFERENCE_REQUIREMENTS = ["demessaging==0.6.4", "xarray", "scipy"]
+REFERENCE_VENV = Path(os.environ.get("DEMESSAGING_REFERENCE_VENV", ROOT / ".reference-venv"))
+
+
+def reference_python() -> str:
+    """The interpreter of the reference virtualenv, created (once, then reused) on first use."""
+    python = REFERENCE_VENV / "bin" / "python"
+    stamp = REFERENCE_VENV / ".requirements"
+    wanted = "\n".join(REFERENCE_REQUIREMENTS)
+    if not (python.exists() and stamp.exists() and stamp.read_text() == wanted):
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(REFERENCE_VENV)], check=True, timeout=300)
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, *REFERENCE_REQUIREMENTS], check=True, timeout=900)
+        stamp.write_text(wanted)
+    return str(python)
+
+
+@pytest.fixture(scope="session")
+def ref_python() -> str:
+    return reference_python()
+
 
 @pytest.fixture
 def broker() -> Iterator[Broker]:
@@ -69,9 +93,20 @@ class Backends:
         self.tmp_path = tmp_path
         self.procs: List[subprocess.Popen] = []
 
-    def start(self, script: Path, topic: str, *extra: str, wait: bool = True, env: Optional[dict] = None) -> subprocess.Popen:
+    def start(
+        self,
+        script: Path,
+        topic: str,
+        *extra: str,
+        wait: bool = True,
+        env: Optional[dict] = None,
+        python: Optional[str] = None,
+    ) -> subprocess.Popen:
+        """Run `script` ... listen; `python` defaults to ours, and to the reference venv for ``ref_*`` copies."""
+        if python is None:
+            python = reference_python() if script.name.startswith("ref_") else sys.executable
         log = open(self.tmp_path / f"{script.stem}-{topic}-{len(self.procs)}.log", "w")
-        cmd = [sys.executable, str(script), "-H", "127.0.0.1", "-p", str(self.broker.port), "-t", topic, *extra, "listen"]
+        cmd = [python, str(script), "-H", "127.0.0.1", "-p", str(self.broker.port), "-t", topic, *extra, "listen"]
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(script.parent), env={**os.environ, **(env or {})}
         )
@@ -107,9 +142,24 @@ def backends(broker: Broker, tmp_path: Path) -> Iterator[Backends]:
 
 @pytest.fixture
 def run_python(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
-    def run(*args: str, timeout: float = 60, cwd: Optional[Path] = None, input: Optional[str] = None) -> subprocess.CompletedProcess:
+    """Run our interpreter (or, with ``python=reference_python()``, the reference venv's) under a timeout."""
+
+    def run(
+        *args: str,
+        timeout: float = 60,
+        cwd: Optional[Path] = None,
+        input: Optional[str] = None,
+        python: Optional[str] = None,
+        env: Optional[dict] = None,
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=str(cwd or tmp_path), input=input
+            [python or sys.executable, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=str(cwd or tmp_path),
+            input=input,
+            env={**os.environ, **(env or {})},
         )
 
     return run
@@ -137,6 +187,6 @@ def run_reference_client(run_python, tmp_path: Path, messaging: str, name: str, 
             """
         )
     )
-    out = run_python(str(script), timeout=timeout)
+    out = run_python(str(script), timeout=timeout, python=reference_python())
     assert out.returncode == 0, out.stderr
     return out.stdout

@@ -18,7 +18,29 @@ use tokio_util::sync::CancellationToken;
 struct Echo;
 
 impl Handler for Echo {
-    fn handle(&self, request: &Request, _replier: &Replier) -> Result<String, String> {
+    fn handle(&self, request: &Request, replier: &Replier) -> Option<Result<String, String>> {
+        if request.payload.contains("\"manual\"") {
+            // the handler answers by itself: a progress report, then the response, then no automatic reply
+            replier.send_blocking(
+                MessageType::Progress,
+                Some(Status::Running),
+                b"{\"step\":1}".to_vec(),
+                Vec::new(),
+            );
+            replier.send_blocking(
+                MessageType::Response,
+                Some(Status::Success),
+                b"\"manual\"".to_vec(),
+                Vec::new(),
+            );
+            return None;
+        }
+        Some(Echo::reply(request))
+    }
+}
+
+impl Echo {
+    fn reply(request: &Request) -> Result<String, String> {
         let v: serde_json::Value =
             serde_json::from_str(&request.payload).map_err(|e| format!("error validating request: {e}"))?;
         match v["func_name"].as_str() {
@@ -31,6 +53,50 @@ impl Handler for Echo {
             _ => Err("error validating request: unknown func_name".into()),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_may_send_its_own_replies() {
+    let b = start_broker().await;
+    let cancel = CancellationToken::new();
+    let be = tokio::spawn(backend::run(
+        backend_config(&b, "e2e-manual", 2, 8),
+        Arc::new(Echo),
+        cancel.clone(),
+    ));
+    let c = client(&b, "e2e-manual").await;
+    wait_ready(&c).await;
+    let (ptx, mut prx) = tokio::sync::mpsc::channel(4);
+    let payload = call_json(serde_json::json!({"func_name": "manual"}));
+    let r = c
+        .call(
+            MessageType::Request,
+            payload,
+            Duration::from_secs(10),
+            "manual",
+            Some(ptx),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Success);
+    assert_eq!(r.payload, br#""manual""#);
+    let p = prx.try_recv().expect("the progress report arrived before the response");
+    assert_eq!(p.payload, br#"{"step":1}"#);
+    // exactly one response: a second call is answered normally, nothing stale is left over
+    let r = c
+        .call(
+            MessageType::Request,
+            call_json(serde_json::json!({"func_name": "echo", "data": 7})),
+            Duration::from_secs(10),
+            "echo",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.payload, b"7");
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), be).await;
+    b.shutdown().await;
 }
 
 async fn start_broker() -> BrokerHandle {

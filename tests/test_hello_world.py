@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import BACKENDS, EXAMPLES, reference_copy, run_reference_client
+from conftest import BACKENDS, EXAMPLES, reference_copy, reference_python, run_reference_client
 from demessaging_rs import BackendModule
 from demessaging_rs.exceptions import CallTimeout, RemoteError
 
@@ -82,7 +82,7 @@ def test_our_client_calls_the_reference_backend(broker, backends, tmp_path):
 def test_schema_equals_the_reference(run_python, tmp_path, example):
     ours = run_python(str(EXAMPLES / example), "schema")
     assert ours.returncode == 0, ours.stderr
-    ref = run_python(str(reference_copy(EXAMPLES / example, tmp_path)), "schema")
+    ref = run_python(str(reference_copy(EXAMPLES / example, tmp_path)), "schema", python=reference_python())
     assert ref.returncode == 0, ref.stderr
     assert json.loads(ours.stdout) == json.loads(ref.stdout)
     assert json.loads(ours.stdout)["$defs"]

@@ -6,6 +6,7 @@ A drop-in successor of ``demessaging``: swap ``from demessaging import main`` fo
 
 from __future__ import annotations
 
+from demessaging_rs import _compat
 from demessaging_rs._core import __version__, build_profile  # noqa: F401
 from demessaging_rs.backend import BackendModule, main
 from demessaging_rs.broker import Broker
@@ -19,3 +20,7 @@ from demessaging_rs.exceptions import (  # noqa: F401
 )
 
 __all__ = ["main", "configure", "registry", "BackendModule", "Broker"]
+
+# deprogressapi's reports import `demessaging.PulsarMessageConstants`: provide it when (and only when) no
+# real demessaging is installed (see demessaging_rs._compat)
+_compat.install_fallback()

@@ -204,7 +204,8 @@ def get_parser(module_name: str = "__main__", config: Optional[ModuleConfig] = N
 
     sp = sub.add_parser("send-request", help="Send one request through the message broker and print the result.")
     sp.add_argument("request", type=_load_dict, help="The request as YAML text, or the path of a YAML or JSON file.")
-    sp.set_defaults(method_name="send_request", command_params=["request"])
+    # progress reports of the backend: a progress line on a terminal, log lines otherwise (both on stderr)
+    sp.set_defaults(method_name="send_request", command_params=["request", "on_progress"], on_progress=ProgressPrinter())
 
     sp = sub.add_parser("compute", help="Run one request locally and print the result.")
     sp.add_argument("request", type=_load_dict, help="The request as YAML text, or the path of a YAML or JSON file.")
@@ -221,6 +222,53 @@ def get_parser(module_name: str = "__main__", config: Optional[ModuleConfig] = N
     sp.add_argument("--no-autoflake", action="store_false", dest="use_autoflake", help="Do not run autoflake.")
     sp.set_defaults(command_params=["line_length", "use_formatters", "use_autoflake", "use_black", "use_isort"])
     return parser
+
+
+class ProgressPrinter:
+    """Shows the progress reports of a call on stderr: one updating line on a terminal, log lines otherwise."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream
+        self._open_line = False
+
+    @staticmethod
+    def describe(report: Any) -> Tuple[str, str, Optional[Tuple[int, int]]]:
+        """``(status, text, (done, total) or None)`` of a deprogressapi report (or of anything else)."""
+        status = str(getattr(getattr(report, "status", None), "value", getattr(report, "status", "")) or "")
+        text = getattr(report, "step_message", None)
+        if text is None:
+            messages = getattr(report, "messages", None)
+            text = messages[-1] if messages else ("" if hasattr(report, "report_id") else str(report))
+        children = getattr(report, "children", None)
+        counts = None
+        if children is not None:
+            total = max(int(getattr(report, "steps", 0) or 0), len(children))
+            done = sum(1 for c in children if str(getattr(c.status, "value", c.status)) != "running")
+            if total:
+                counts = (done, total)
+            running = [c for c in children if str(getattr(c.status, "value", c.status)) == "running"]
+            if running:
+                text = f"{text}: {running[-1].step_message}" if text else running[-1].step_message
+        return status, str(text), counts
+
+    def __call__(self, report: Any) -> None:
+        stream = self.stream or sys.stderr
+        status, text, counts = self.describe(report)
+        if stream.isatty():
+            bar = ""
+            if counts:
+                width = 24
+                filled = int(width * counts[0] / counts[1])
+                bar = f"[{'#' * filled}{'.' * (width - filled)}] {counts[0]}/{counts[1]} "
+            stream.write(f"\r\x1b[2K{bar}{text} ({status})")
+            self._open_line = status == "running"
+            if not self._open_line:
+                stream.write("\n")
+            stream.flush()
+        else:
+            done = f" [{counts[0]}/{counts[1]}]" if counts else ""
+            stream.write(f"progress ({status}){done}: {text}\n")
+            stream.flush()
 
 
 # --------------------------------------------------------------------------- console script

@@ -79,8 +79,9 @@ pub struct Request {
 
 /// Runs one request. Called on a worker thread; may block.
 pub trait Handler: Send + Sync + 'static {
-    /// Compute the reply payload (`Ok`) or the full error text (`Err`, e.g. "error executing request: …").
-    fn handle(&self, request: &Request, replier: &Replier) -> Result<String, String>;
+    /// Compute the reply payload (`Some(Ok)`) or the full error text (`Some(Err)`, e.g. "error executing
+    /// request: …"); `None` when the handler has sent every reply itself through `replier`.
+    fn handle(&self, request: &Request, replier: &Replier) -> Option<Result<String, String>>;
 
     /// Run a worker thread's whole job loop; override to set up per-thread state once.
     fn worker_scope(&self, body: &mut (dyn FnMut() + Send)) {
@@ -365,8 +366,9 @@ impl Dispatcher {
         let handler = self.handler.clone();
         let job = Box::new(move || {
             let (status, body) = match handler.handle(&request, &replier) {
-                Ok(body) => (Status::Success, body),
-                Err(text) => (Status::Error, text),
+                Some(Ok(body)) => (Status::Success, body),
+                Some(Err(text)) => (Status::Error, text),
+                None => return,
             };
             replier.send_blocking(MessageType::Response, Some(status), body.into_bytes(), Vec::new());
         });

@@ -147,11 +147,21 @@ impl BlockingCall {
                 Ok(r) => Waited::Done(r),
                 Err(_) => Waited::Pending,
             },
-            Some(prx) => crossbeam_channel::select! {
-                recv(self.done) -> r => r.map(Waited::Done).unwrap_or(Waited::Pending),
-                recv(prx) -> p => p.map(Waited::Progress).unwrap_or(Waited::Pending),
-                default(slice) => Waited::Pending,
-            },
+            Some(prx) => {
+                // Reports are queued before the reply that follows them (one reader per socket), so draining
+                // them first hands every report over before the outcome; `ready_timeout` consumes nothing.
+                let mut sel = crossbeam_channel::Select::new();
+                sel.recv(prx);
+                sel.recv(&self.done);
+                let _ = sel.ready_timeout(slice);
+                if let Ok(p) = prx.try_recv() {
+                    return Waited::Progress(p);
+                }
+                match self.done.try_recv() {
+                    Ok(r) => Waited::Done(r),
+                    Err(_) => Waited::Pending,
+                }
+            }
         }
     }
 }
@@ -473,7 +483,7 @@ fn handle_reply(inner: &Inner, d: Delivery) {
                     payload,
                     properties: props,
                 }) {
-                    tracing::debug!(target: LOG, "progress report for context {context} dropped (receiver busy)");
+                    tracing::warn!(target: LOG, "progress report for context {context} dropped: the caller is not reading them");
                 }
             }
             (None, _) => tracing::debug!(target: LOG, "progress report for context {context} ignored"),

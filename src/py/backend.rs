@@ -44,7 +44,7 @@ struct PyHandler {
 }
 
 impl Handler for PyHandler {
-    fn handle(&self, request: &Request, replier: &Replier) -> Result<String, String> {
+    fn handle(&self, request: &Request, replier: &Replier) -> Option<Result<String, String>> {
         Python::attach(|py| {
             let responder = Responder {
                 replier: replier.clone(),
@@ -53,11 +53,13 @@ impl Handler for PyHandler {
             let result = self
                 .func
                 .call1(py, (PyString::new(py, &request.payload), responder))
-                .and_then(|r| r.extract::<(bool, String)>(py));
+                .and_then(|r| r.extract::<Option<(bool, String)>>(py));
             match result {
-                Ok((true, body)) => Ok(body),
-                Ok((false, text)) => Err(text),
-                Err(e) => Err(format!("error executing request: {e}")),
+                Ok(Some((true, body))) => Some(Ok(body)),
+                Ok(Some((false, text))) => Some(Err(text)),
+                // the handler sent its replies itself (the reference's `MessageConsumer` style)
+                Ok(None) => None,
+                Err(e) => Some(Err(format!("error executing request: {e}"))),
             }
         })
     }
@@ -142,7 +144,8 @@ pub struct Backend {
 #[pymethods]
 impl Backend {
     /// `Backend(connection, serve, handler)`. `handler(payload: str, responder) -> (ok: bool, text: str)`
-    /// runs on a worker thread for every request.
+    /// runs on a worker thread for every request; a handler returning `None` has replied through
+    /// `responder` itself.
     #[new]
     fn new(connection: &Bound<'_, PyDict>, serve: &Bound<'_, PyDict>, handler: Py<PyAny>) -> PyResult<Self> {
         let conn = ConnSpec::from_py(connection)?;

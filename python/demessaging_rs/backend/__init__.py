@@ -12,6 +12,7 @@ from demessaging_rs.backend.class_ import BackendClass, ClassAPIModel  # noqa: F
 from demessaging_rs.backend.function import BackendFunction, FunctionAPIModel, ReturnModel  # noqa: F401
 from demessaging_rs.backend.module import BackendModule, ModuleAPIModel  # noqa: F401
 from demessaging_rs.config import ModuleConfig, PulsarConfig
+from demessaging_rs.utils import build_parameter_docs
 
 __all__ = ["main", "BackendModule", "BackendFunction", "BackendClass", "ReturnModel"]
 
@@ -63,3 +64,6 @@ def main(module_name: str = "__main__", *args: str, **config_kws: Any) -> Type[B
             print(result)
     return model
 
+
+
+main.__doc__ = (main.__doc__ or "") + build_parameter_docs(ModuleConfig)

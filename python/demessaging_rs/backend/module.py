@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import inspect
@@ -29,11 +30,12 @@ from demessaging_rs.backend.class_ import BackendClass, ClassAPIModel
 from demessaging_rs.backend.function import BackendFunction, FunctionAPIModel, ReturnModel
 from demessaging_rs.config import ModuleConfig
 from demessaging_rs.exceptions import DemessagingError, RemoteError
-from demessaging_rs.messaging.constants import MessageType, Status
+from demessaging_rs.messaging.constants import Status
 from demessaging_rs.utils import SchemaExtraMixin, append_parameter_docs, sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from demessaging_rs._core import Responder
+    from demessaging_rs.messaging.consumer import MessageConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -64,26 +66,29 @@ class ModuleAPIModel(BaseModel):
 ModuleMember = Union[Type[BackendFunction], Type[BackendClass], Callable, str, Type[object]]
 
 
-class _ProgressSink:
-    """What deprogressapi reports see as ``_pulsar``: forwards ``send_response`` to the caller."""
+def _declares_reports(member: Any) -> bool:
+    """Whether a request's function (or class, or method) takes a deprogressapi report."""
+    for obj in (member, getattr(member, "function", None)):
+        config = getattr(obj, "backend_config", None)
+        if config is not None and getattr(config, "reporter_args", None):
+            return True
+    return False
 
-    def __init__(self, responder: "Responder") -> None:
-        self._responder = responder
 
-    def send_response(
-        self,
-        request: Any = None,
-        response_payload: Any = None,
-        msg_type: Any = MessageType.RESPONSE,
-        response_properties: Optional[Dict[str, Any]] = None,
-    ) -> None:
-        props = {str(getattr(k, "value", k)): getattr(v, "value", v) for k, v in (response_properties or {}).items()}
-        status = props.pop("status", None)
-        if isinstance(response_payload, dict):
-            response_payload = json.dumps(response_payload)
-        self._responder.send(
-            str(getattr(msg_type, "value", msg_type)), response_payload or "", status=status, properties=props
-        )
+def show_report(report: Any) -> None:
+    """Default handling of a progress report on the calling side, as the reference's client: submit it
+    (deprogressapi shows it as configured by ``DASF_REPORT_SHOW_METHOD``), or complete it when it is done.
+    A report that cannot be shown is logged; it never fails the call."""
+    if not isinstance(report, BaseReport):
+        logger.info("progress: %s", report)
+        return
+    try:
+        if report.status != Status.RUNNING.value:
+            report.complete(report.status)
+        else:
+            report.submit()
+    except Exception:
+        logger.warning("could not show progress report %s", report.report_id, exc_info=True)
 
 
 def _member_model(member: Any, module: Any) -> Tuple[Any, Union[Type[BackendFunction], Type[BackendClass]]]:
@@ -105,6 +110,9 @@ class BackendModule(SchemaExtraMixin, RootModel):
     """Base of the root model of a backend module; create subclasses with :meth:`create_model`."""
 
     backend_config: ClassVar[BackendModuleConfig]
+
+    #: the consumer serving this module (set by :meth:`listen`), as in the reference
+    pulsar: ClassVar["MessageConsumer"]
 
     root: Union[BackendFunction, BackendClass]
 
@@ -189,27 +197,29 @@ class BackendModule(SchemaExtraMixin, RootModel):
 
     # ---------------------------------------------------------------- serving
     @classmethod
-    def _backend(cls) -> Any:
-        from demessaging_rs._core import Backend
+    def _consumer(cls) -> "MessageConsumer":
+        """The consumer that serves this module (also ``cls.pulsar``); requests take the fast path."""
+        from demessaging_rs.messaging.consumer import MessageConsumer
 
-        mc = cls.backend_config.messaging_config
-        serve = {
-            "topic": mc.topic,
-            "subscription": mc.subscription,
-            "subscription_type": mc.subscription_type,
-            "max_workers": mc.max_workers,
-            "queue_size": mc.queue_size,
-            "producer_keep_alive": float(mc.producer_keep_alive),
-            "producer_connection_timeout": float(mc.producer_connection_timeout),
-            "info": json.dumps(cls.model_json_schema()),
-            "api_info": cls.get_api_info().model_dump_json(),
-        }
-        return Backend(mc.connection_settings(), serve, cls._handle_payload)
+        cls.pulsar = MessageConsumer(
+            cls.backend_config.messaging_config,
+            handle_request=cls.handle_message,
+            module_info=cls.model_json_schema(),
+            api_info=cls.get_api_info(),
+            payload_handler=cls._handle_payload,
+        )
+        return cls.pulsar
+
+    @classmethod
+    def _backend(cls) -> Any:
+        """The core's backend object of a fresh consumer (``run()``/``stop()``)."""
+        return cls._consumer().subscription
 
     @classmethod
     def listen(cls) -> None:
         """Serve requests until Ctrl-C or SIGTERM; running requests finish before it returns."""
-        backend = cls._backend()
+        consumer = cls._consumer()
+        backend = consumer.subscription
         logger.info(
             "serving topic %s with %d workers (queue %d)",
             cls.backend_config.messaging_config.topic,
@@ -218,7 +228,7 @@ class BackendModule(SchemaExtraMixin, RootModel):
         )
         try:
             with sigterm_as_interrupt():
-                backend.run()
+                consumer.wait_for_request()
         except KeyboardInterrupt:
             logger.info("stopped")
         except DemessagingError as e:
@@ -283,14 +293,37 @@ class BackendModule(SchemaExtraMixin, RootModel):
     def _process_model(cls, model: "BackendModule", responder: "Responder") -> ReturnModel:
         member = model.root
         reporter_args = member.backend_config.reporter_args
-        if reporter_args:
-            sink = _ProgressSink(responder)
-            for key in reporter_args:
-                report = getattr(member, key, None)
-                if isinstance(report, BaseReport):
-                    report._pulsar = sink  # type: ignore[assignment]
-                    report._request = {"requestContext": responder.request_context}
-        return model()
+        reports = [r for r in (getattr(member, key, None) for key in reporter_args) if isinstance(r, BaseReport)]
+        if not reports:
+            return model()
+        # deprogressapi reports submit through `report._pulsar.send_response(request=report._request, ...)`
+        consumer = cls.pulsar
+        msg = consumer.request_message(responder)
+        with consumer.handling(msg, responder):
+            for report in reports:
+                report._pulsar = consumer  # type: ignore[assignment]
+                report._request = msg
+            return model()
+
+    @classmethod
+    def handle_message(cls, request_msg: Dict[str, Any]) -> None:
+        """Handle one request message (``messageId``, base64 ``payload``, ``properties``) and answer it
+        through ``cls.pulsar``, as the reference does. :meth:`listen` takes a faster path to the same code."""
+        consumer = cls.pulsar
+        with consumer._lock:
+            call = consumer._calls.get(request_msg.get("messageId", ""))
+        if call is None:
+            raise ValueError(f"request {request_msg.get('messageId')!r} is not being handled by {consumer!r}")
+        try:
+            payload = base64.b64decode(request_msg["payload"], validate=True).decode("utf-8")
+        except Exception as e:
+            consumer.send_error(request_msg, f"error processing request: {e}")
+            return
+        ok, text = cls._handle_payload(payload, call.responder)
+        if ok:
+            consumer.send_response(request_msg, text, response_properties={"status": Status.SUCCESS})
+        else:
+            consumer.send_error(request_msg, text)
 
     # ----------------------------------------------------------------- calling
     @classmethod
@@ -303,19 +336,35 @@ class BackendModule(SchemaExtraMixin, RootModel):
 
     @classmethod
     def send_request(
-        cls, request: Union["BackendModule", IO, Dict[str, Any]], timeout: Optional[float] = None
+        cls,
+        request: Union["BackendModule", IO, Dict[str, Any]],
+        timeout: Optional[float] = None,
+        on_progress: Optional[Callable[[Any], Any]] = None,
     ) -> BaseModel:
         """Send `request` to the backend and return its validated return model.
 
         Raises :class:`~demessaging_rs.exceptions.CallTimeout` (a ``TimeoutError``) after `timeout` seconds
         (default: ``messaging_config.call_timeout``) and
         :class:`~demessaging_rs.exceptions.RemoteError` (a ``ValueError``) when the backend answers with an error.
+        Progress reports the backend sends while it works are passed, in order and before the result, to
+        `on_progress` as deprogressapi reports (see :func:`~demessaging_rs.messaging.producer.decode_progress`).
         """
         model = cls._validated(request)
         member = model.root
         label = getattr(member, "class_name", None) or getattr(member, "func_name", "request")
         producer = cls.backend_config.messaging_config.producer
-        status, payload = producer.call(model.model_dump_json(), timeout=timeout, label=str(label))
+        progress = None
+        if on_progress is None and _declares_reports(member):
+            on_progress = show_report  # what the reference's client does with them
+        if on_progress is not None:
+            from demessaging_rs.messaging.producer import decode_progress
+
+            def progress(payload: bytes, _props: Dict[str, str]) -> None:
+                on_progress(decode_progress(payload))
+
+        status, payload = producer.call(
+            model.model_dump_json(), timeout=timeout, label=str(label), on_progress=progress
+        )
         if status == Status.ERROR.value:
             text = payload.decode("utf-8", "replace")
             logger.error("request failed: %s", text)

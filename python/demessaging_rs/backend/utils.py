@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
+import threading
 import unicodedata
 import warnings
 from itertools import chain
-from typing import TYPE_CHECKING, Any, Dict, Literal, Tuple, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Callable, Dict, Literal, Tuple, Union, get_args, get_origin
 
 from deprogressapi import BaseReport
 from pydantic import Field
@@ -113,3 +115,60 @@ def get_module_imports(mod: Any) -> str:
         ):
             lines.append(ast.unparse(node))
     return "\n".join(lines)
+
+
+class AsyncIoThread(threading.Thread):
+    """A thread that runs one coroutine function to completion on an event loop of its own.
+
+    After :meth:`join`, ``result`` holds its return value; an exception it raised is re-raised by
+    :func:`run_async`.
+    """
+
+    def __init__(self, func: Callable, args: Tuple, kwargs: Dict) -> None:
+        super().__init__(name=f"run_async-{getattr(func, '__name__', 'coroutine')}", daemon=True)
+        self._func = func
+        self._args = args
+        self._kwargs = kwargs
+        self.result: Any = None
+        self.error: Union[BaseException, None] = None
+
+    def run(self) -> None:
+        try:
+            self.result = asyncio.run(self._func(*self._args, **self._kwargs))
+        except BaseException as e:  # handed to the waiting thread
+            self.error = e
+
+
+def run_async(func: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Call the coroutine function `func` and wait for its result, from sync code.
+
+    Works in plain scripts (``asyncio.run``) and where an event loop already runs in this thread, e.g. in
+    Jupyter (the coroutine then runs on a loop in a helper thread).
+    """
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is None or not running.is_running():
+        return asyncio.run(func(*args, **kwargs))
+    thread = AsyncIoThread(func, args, kwargs)
+    thread.start()
+    thread.join()
+    if thread.error is not None:
+        raise thread.error
+    return thread.result
+
+
+class ImportMixin:
+    """Mixin for ``isort.identify.Import`` whose ``statement()`` renders an import line correctly
+    (``from x import y as z`` / ``import x as z``), for code that renders imports through isort."""
+
+    module: str
+    attribute: Any
+    alias: Any
+    cimport: bool
+
+    def statement(self) -> str:
+        keyword = "cimport" if self.cimport else "import"
+        text = f"from {self.module} {keyword} {self.attribute}" if self.attribute else f"{keyword} {self.module}"
+        return f"{text} as {self.alias}" if self.alias else text

@@ -1,33 +1,100 @@
-"""The client side of a backend topic: one multiplexed connection per messaging configuration."""
+"""The client side of a backend topic: one multiplexed connection pair per messaging configuration.
+
+The Rust core keeps one producer and one consumer socket per topic and matches replies to calls by
+context; every call has a timeout. :meth:`MessageProducer.send_request` keeps the reference's awaitable
+interface and result dictionaries for code written against it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import logging
+import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from demessaging_rs._core import Client
+from demessaging_rs.messaging.connection import WebsocketConnection
+from demessaging_rs.messaging.constants import MessageType, PropertyKeys, Status
 
 if TYPE_CHECKING:
     from demessaging_rs.config.messaging import BaseMessagingConfig
 
-__all__ = ["MessageProducer"]
+__all__ = ["MessageProducer", "decode_progress"]
+
+logger = logging.getLogger(__name__)
+
+#: ``on_progress(report)``: a deprogressapi report (or the decoded JSON, or the text, of what is not one)
+ProgressCallback = Callable[[Any], Any]
 
 
-class MessageProducer:
+def decode_progress(payload: bytes) -> Any:
+    """A progress message's payload as a deprogressapi report (``BaseReport.from_payload``).
+
+    What is not a report comes back as decoded JSON, or as text when it is not JSON either.
+    """
+    from deprogressapi import BaseReport
+
+    text = payload.decode("utf-8", "replace")
+    try:
+        return BaseReport.from_payload(text)
+    except Exception:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+
+class MessageProducer(WebsocketConnection):
     """Sends requests to the backend on ``config.topic`` and waits for the replies (in Rust, GIL released)."""
 
-    def __init__(self, config: "BaseMessagingConfig", topic: Optional[str] = None) -> None:
-        self.pulsar_config = config
-        self.topic = topic or config.topic
-        self._client = Client(self.topic, config.connection_settings())
+    SOCKET_PING_INTERVAL = 60
+    RECONNECT_TIMEOUT_SLEEP = 5
+
+    def __init__(self, pulsar_config: "BaseMessagingConfig", topic: Optional[str] = None) -> None:
+        super().__init__(pulsar_config)
+        self.out_topic: str = topic or self.pulsar_config.topic
+        self.topic = self.out_topic
+        self.subscription_name: str = "python-backend-" + datetime.now().isoformat()
+        self._client = Client(self.out_topic, self.pulsar_config.connection_settings())
+        self._connected = False
+
+    # ------------------------------------------------------------ connection
+    def setup_subscription(self) -> None:
+        """Nothing to prepare: the Rust core opens both sockets on :meth:`connect` or the first call."""
 
     def connect(self) -> None:
-        """Open the connections now instead of on the first call."""
+        """Open the connections now instead of on the first call (raises ``BrokerConnectionError``)."""
         self._client.connect()
+        self._connected = True
 
     def disconnect(self) -> None:
-        """Close the connections; waiting calls fail."""
+        """Close the connections; waiting calls fail. The next call connects again."""
         self._client.close()
+        self._connected = False
 
+    @property
+    def is_connected(self) -> bool:
+        """Whether :meth:`connect` (or a call) has opened the connections and no disconnect followed."""
+        return self._connected
+
+    def wait_for_connection(self, timeout: float = 10) -> bool:
+        """Try to connect for up to `timeout` seconds; whether it worked."""
+        from demessaging_rs.exceptions import BrokerConnectionError
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.connect()
+                return True
+            except BrokerConnectionError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
+
+    # ----------------------------------------------------------------- calls
     def call(
         self,
         payload: str,
@@ -50,7 +117,9 @@ class MessageProducer:
     ) -> Tuple[str, bytes, Dict[str, str]]:
         """Like :meth:`call`, but also returns the reply's properties."""
         limit = self.pulsar_config.call_timeout if timeout is None else timeout
-        return self._client.call(message_type, payload, float(limit), label, on_progress)
+        reply = self._client.call(message_type, payload, float(limit), label, on_progress)
+        self._connected = True
+        return reply
 
     async def call_async(
         self, payload: str, timeout: Optional[float] = None, label: str = "request", message_type: str = "request"
@@ -68,3 +137,45 @@ class MessageProducer:
         except (CallTimeout, BrokerConnectionError):
             return False
         return props.get("messageType") == "pong"
+
+    async def send_request(
+        self,
+        request_msg: Dict[str, Any],
+        timeout: Optional[float] = None,
+        on_progress: Optional[ProgressCallback] = None,
+    ) -> Dict[str, Any]:
+        """Send a raw DASF message (``{"payload": <base64>, "properties": {...}}``) and await the reply.
+
+        Returns the reference's result dictionary: ``{"status": "success", "msg": <text>}``, or
+        ``{"status": "error", "error": <text>, "msg": ...}``. Unlike the reference it never waits forever:
+        after `timeout` seconds (default ``call_timeout``) it raises ``CallTimeout``. Progress reports go to
+        `on_progress` (see :func:`decode_progress`), or are logged when there is none.
+        """
+        props = {str(getattr(k, "value", k)): v for k, v in (request_msg.get("properties") or {}).items()}
+        message_type = str(getattr(props.get("messageType"), "value", props.get("messageType") or "request"))
+        try:
+            raw = base64.b64decode(request_msg.get("payload") or "", validate=True)
+        except ValueError as e:
+            return {"status": "error", "error": f"the request payload is not base64: {e}", "msg": request_msg}
+
+        def progress(payload: bytes, _props: Dict[str, str]) -> None:
+            report = decode_progress(payload)
+            if on_progress is not None:
+                on_progress(report)
+            else:
+                logger.info("progress: %s", report)
+
+        loop = asyncio.get_running_loop()
+        status, body, reply_props = await loop.run_in_executor(
+            None, lambda: self.call_raw(raw.decode("utf-8"), timeout, "request", message_type, progress)
+        )
+        if "info" in reply_props:
+            return {"status": reply_props.get("status", Status.SUCCESS.value), "msg": reply_props["info"]}
+        if "api_info" in reply_props:
+            return {"status": reply_props.get("status", Status.SUCCESS.value), "msg": reply_props["api_info"]}
+        if reply_props.get(PropertyKeys.MESSAGE_TYPE.value) == MessageType.PONG.value:
+            return {"status": Status.SUCCESS.value, "msg": ""}
+        text = body.decode("utf-8", "replace")
+        if status == Status.ERROR.value:
+            return {"status": status, "error": text, "msg": {"properties": reply_props, "payload": text}}
+        return {"status": status, "msg": text}
