@@ -362,6 +362,56 @@ def _demo(argv: List[str]) -> int:
     return 0
 
 
+RUN_USAGE = """usage: demessaging-rs run -m MODULE [ARGS ...]
+       demessaging-rs run SCRIPT.py [ARGS ...]
+
+Zero-edit mode: run a module (like `python -m MODULE`) or a script (like `python SCRIPT.py`) written for
+demessaging, unchanged, on demessaging-rs: within this process every `import demessaging...` gives the
+matching `demessaging_rs...` module. ARGS are the program's own, e.g. `-t my-topic listen` for a backend."""
+
+
+def _run(argv: List[str]) -> int:
+    import importlib.util
+    import runpy
+
+    from demessaging_rs import _compat
+
+    if not argv or argv[0] in ("-h", "--help") or (argv[0] == "-m" and len(argv) < 2):
+        print(RUN_USAGE, file=sys.stderr if not argv or argv[0] == "-m" else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    _compat.enable_zero_edit()
+    if argv[0] == "-m":
+        module, args = argv[1], argv[2:]
+        sys.path.insert(0, os.getcwd())
+        try:
+            found = importlib.util.find_spec(module)
+        except ImportError as e:  # a parent package is missing
+            found, missing = None, e
+        else:
+            missing = None
+        if found is None:
+            print(f"demessaging-rs run: no module named {module!r}" + (f" ({missing})" if missing else ""), file=sys.stderr)
+            return 2
+        sys.argv = [found.origin or module, *args]
+        runner = lambda: runpy.run_module(module, run_name="__main__", alter_sys=True)  # noqa: E731
+    else:
+        script, args = argv[0], argv[1:]
+        if not Path(script).is_file():
+            print(f"demessaging-rs run: no such file {script!r}", file=sys.stderr)
+            return 2
+        sys.argv = [script, *args]
+        sys.path.insert(0, str(Path(script).resolve().parent))
+        runner = lambda: runpy.run_path(script, run_name="__main__")  # noqa: E731
+    try:
+        runner()
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)
+        return 1
+    return 0
+
+
 def _console_logging() -> None:
     LoggingConfig().configure_logging()
 
@@ -373,10 +423,13 @@ def console_main(argv: Optional[List[str]] = None) -> int:
         return _broker(argv[1:])
     if argv and argv[0] == "demo":
         return _demo(argv[1:])
+    if argv and argv[0] == "run":
+        return _run(argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
         print(
             "usage: demessaging-rs broker [options]   run the embedded message broker\n"
             "       demessaging-rs demo               broker + backend + one call, in one process\n"
+            "       demessaging-rs run -m MODULE|SCRIPT [args]  run code written for demessaging, unchanged\n"
             "       demessaging-rs -m MODULE [options] COMMAND   the commands of a backend module\n"
             "                                         (listen, schema, generate, send-request, ...)"
         )

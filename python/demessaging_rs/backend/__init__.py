@@ -12,6 +12,7 @@ from demessaging_rs.backend.class_ import BackendClass, ClassAPIModel  # noqa: F
 from demessaging_rs.backend.function import BackendFunction, FunctionAPIModel, ReturnModel  # noqa: F401
 from demessaging_rs.backend.module import BackendModule, ModuleAPIModel  # noqa: F401
 from demessaging_rs.config import ModuleConfig, PulsarConfig
+from demessaging_rs.exceptions import ConfigurationError
 from demessaging_rs.utils import build_parameter_docs
 
 __all__ = ["main", "BackendModule", "BackendFunction", "BackendClass", "ReturnModel"]
@@ -55,7 +56,11 @@ def main(module_name: str = "__main__", *args: str, **config_kws: Any) -> Type[B
     method_name = ns.pop("method_name", command)
     module_name = ns.pop("module_name")
 
-    model = BackendModule.create_model(module_name, config=ModuleConfig(**ns))
+    try:
+        model = BackendModule.create_model(module_name, config=ModuleConfig(**ns))
+    except ConfigurationError as e:
+        # e.g. a module without members: one line, not a traceback through our internals
+        raise SystemExit(f"error: {e}") from None
     if command:
         result = getattr(model, method_name)(**method_kws)
         if isinstance(result, BaseModel):

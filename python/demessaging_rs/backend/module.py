@@ -29,13 +29,13 @@ from demessaging_rs.backend import utils
 from demessaging_rs.backend.class_ import BackendClass, ClassAPIModel
 from demessaging_rs.backend.function import BackendFunction, FunctionAPIModel, ReturnModel
 from demessaging_rs.config import ModuleConfig
-from demessaging_rs.exceptions import DemessagingError, RemoteError
-from demessaging_rs.messaging.constants import Status
-from demessaging_rs.utils import SchemaExtraMixin, append_parameter_docs, sigterm_as_interrupt
+from demessaging_rs.exceptions import ConfigurationError, DemessagingError, RemoteError
+from demessaging_rs.messaging.constants import PropertyKeys, Status  # noqa: F401
+from demessaging_rs.messaging.consumer import MessageConsumer  # noqa: F401
+from demessaging_rs.utils import SchemaExtraMixin, append_parameter_docs, merge_config, sigterm_as_interrupt  # noqa: F401
 
 if TYPE_CHECKING:
     from demessaging_rs._core import Responder
-    from demessaging_rs.messaging.consumer import MessageConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,10 @@ class BackendModule(SchemaExtraMixin, RootModel):
                     if not name.startswith("_") and obj.__module__ == module.__name__
                 ]
         if not members:
-            raise ValueError(f"Found no members for the given module {module_name}!")
+            raise ConfigurationError(
+                f"Found no members for the given module {module_name}! Define __all__, public functions, "
+                "or pass members."
+            )
 
         pairs = [_member_model(m, module) for m in members]
         bound.members = [obj for obj, _ in pairs]
@@ -199,8 +202,6 @@ class BackendModule(SchemaExtraMixin, RootModel):
     @classmethod
     def _consumer(cls) -> "MessageConsumer":
         """The consumer that serves this module (also ``cls.pulsar``); requests take the fast path."""
-        from demessaging_rs.messaging.consumer import MessageConsumer
-
         cls.pulsar = MessageConsumer(
             cls.backend_config.messaging_config,
             handle_request=cls.handle_message,

@@ -31,20 +31,21 @@ ProgressCallback = Callable[[Any], Any]
 
 
 def decode_progress(payload: bytes) -> Any:
-    """A progress message's payload as a deprogressapi report (``BaseReport.from_payload``).
-
-    What is not a report comes back as decoded JSON, or as text when it is not JSON either.
-    """
-    from deprogressapi import BaseReport
-
+    """A progress message's payload as a deprogressapi report (``BaseReport.from_payload``) when it is one
+    (a JSON object with a ``report_type``); otherwise the decoded JSON, or the text when it is not JSON."""
     text = payload.decode("utf-8", "replace")
     try:
-        return BaseReport.from_payload(text)
-    except Exception:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(data, dict) and "report_type" in data:
+        from deprogressapi import BaseReport
+
         try:
-            return json.loads(text)
+            return BaseReport.from_payload(text)
         except ValueError:
-            return text
+            logger.warning("progress report of an unknown type: %s", text[:200])
+    return data
 
 
 class MessageProducer(WebsocketConnection):
