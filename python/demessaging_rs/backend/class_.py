@@ -13,7 +13,7 @@ from pydantic.json_schema import JsonSchemaValue
 from demessaging_rs.backend import utils
 from demessaging_rs.backend.function import BackendFunction, BackendFunctionConfig, FunctionAPIModel, ReturnModel
 from demessaging_rs.config import ClassConfig
-from demessaging_rs.utils import SchemaExtraMixin, append_parameter_docs
+from demessaging_rs.utils import SchemaExtraMixin, append_parameter_docs, merge_config  # noqa: F401
 
 __all__ = ["BackendClassConfig", "ClassAPIModel", "BackendClass"]
 

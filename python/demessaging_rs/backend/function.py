@@ -15,9 +15,9 @@ from typing_extensions import Annotated
 
 from demessaging_rs.backend import utils
 from demessaging_rs.config import FunctionConfig
-from demessaging_rs.utils import SchemaExtraMixin, append_parameter_docs
+from demessaging_rs.utils import SchemaExtraMixin, append_parameter_docs, merge_config  # noqa: F401
 
-__all__ = ["ReturnModel", "BackendFunctionConfig", "FunctionAPIModel", "BackendFunction"]
+__all__ = ["ReturnModel", "BackendFunctionConfig", "FunctionAPIModel", "BackendFunction", "get_return_model"]
 
 
 class ReturnModel(RootModel):
@@ -52,7 +52,14 @@ class FunctionAPIModel(BaseModel):
     return_schema: JsonSchemaValue = Field(description="The JSON Schema for the return value.")
 
 
-def _return_model(docstring: docstring_parser.Docstring, config: BackendFunctionConfig) -> Type[BaseModel]:
+def get_return_model(docstring: docstring_parser.Docstring, config: BackendFunctionConfig) -> Type[BaseModel]:
+    """Build the root model that validates (and serializes) what ``config.function`` returns.
+
+    The field description comes from the ``Returns`` section of `docstring` (one entry as is, several
+    as a bullet list), ``config.returns`` adds Field arguments, ``config.return_annotation`` overrides the
+    annotation, ``config.return_serializer``/``return_validators`` are attached. Without a return
+    annotation the value is not validated and a RuntimeWarning is issued.
+    """
     descriptions = [
         m.description for m in docstring.meta if isinstance(m, docstring_parser.DocstringReturns) and m.description
     ]
@@ -141,7 +148,7 @@ class BackendFunction(SchemaExtraMixin, BaseModel):
         model: Type[BackendFunction] = create_model(  # type: ignore[call-overload]
             class_name, __validators__=field_validators, __base__=cls, __module__=func.__module__, **kwargs
         )
-        model.return_model = _return_model(docstring, bound)
+        model.return_model = get_return_model(docstring, bound)
         model.backend_config = bound
         model.__doc__ = utils.get_desc(docstring)
         return model
@@ -154,7 +161,6 @@ class BackendFunction(SchemaExtraMixin, BaseModel):
             rpc_schema=cls.model_json_schema(),
             return_schema=cls.return_model.model_json_schema(),
         )
-
 
 
 BackendFunctionConfig.model_rebuild()
