@@ -444,3 +444,22 @@ def test_listen_logs_to_file_and_not_per_call(tmp_path: Path, broker, backends):
     assert "listening on topic" in text  # from the Rust core, through the bridge
     assert "serving topic" in text  # from the Python layer
     assert re.search(r" - INFO - \[demessaging_rs\.backend[.\w]*\]: listening on topic", text), text
+
+
+def test_log_level_debug_reaches_the_rust_core(broker, backends):
+    """--log-level 10 lets the core's debug records through to Python logging (INFO and up otherwise)."""
+    from conftest import EXAMPLES, client
+
+    quiet = backends.start(EXAMPLES / "hello_world.py", "rust-log-info")
+    loud = backends.start(EXAMPLES / "hello_world.py", "rust-log-debug", "--log-level", "10")
+    for topic in ("rust-log-info", "rust-log-debug"):
+        c = client(broker, topic)
+        try:
+            c.call("pong", b"", 0.3, "pong")  # a backend ignores pongs (logged at debug)
+        except Exception:
+            pass
+        c.call("ping", b"", 10.0, "ping")  # answered after the pong: its log line is written by then
+        c.close()
+    backends.stop_all()
+    assert "ignoring pong message on rust-log-debug" in Path(loud.log_path).read_text()
+    assert "ignoring pong message" not in Path(quiet.log_path).read_text()

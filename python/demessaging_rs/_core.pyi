@@ -7,6 +7,10 @@ build_profile: str
 
 Reply = Tuple[str, bytes, Dict[str, str]]
 
+def configure_rust_logging(level: int) -> None:
+    """Pass records of the Rust core at `level` (a Python logging level) and above to Python ``logging``
+    (INFO by default), and forget cached logger levels; called after the logging configuration changes."""
+
 @final
 class Broker:
     """The embedded broker; serving starts on construction (port 0 picks a free port)."""

@@ -21,6 +21,8 @@ mod _core {
     use super::broker::Broker;
     #[pymodule_export]
     use super::client::Client;
+    #[pymodule_export]
+    use super::configure_rust_logging;
 
     use pyo3::prelude::*;
 
@@ -36,10 +38,32 @@ mod _core {
     }
 }
 
+static LOG_RESET: std::sync::OnceLock<pyo3_log::ResetHandle> = std::sync::OnceLock::new();
+
 fn init_logging(py: Python<'_>) {
-    // NOTE: records below INFO never reach Python: each record takes the GIL, and the data path logs at
-    // debug level. `configure_rust_logging` lowers the filter when a user asks for debug output.
+    // NOTE: records below INFO never reach Python by default: each record takes the GIL, and the data path
+    // logs at debug level. `configure_rust_logging` lowers the filter when a user asks for debug output.
     if let Ok(logger) = pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels) {
-        let _ = logger.filter(log::LevelFilter::Info).install();
+        if let Ok(reset) = logger.filter(log::LevelFilter::Trace).install() {
+            let _ = LOG_RESET.set(reset);
+        }
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
+/// Let records of the Rust core at `level` (a Python logging level) and above reach Python `logging`, and
+/// forget the logger levels cached so far (call it after changing the logging configuration).
+#[pyfunction]
+fn configure_rust_logging(level: u32) {
+    let filter = match level {
+        0..=5 => log::LevelFilter::Trace,
+        6..=10 => log::LevelFilter::Debug,
+        11..=20 => log::LevelFilter::Info,
+        21..=30 => log::LevelFilter::Warn,
+        _ => log::LevelFilter::Error,
+    };
+    log::set_max_level(filter);
+    if let Some(reset) = LOG_RESET.get() {
+        reset.reset();
     }
 }

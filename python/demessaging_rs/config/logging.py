@@ -138,4 +138,10 @@ class LoggingConfig(BaseSettings):
 
     def configure_logging(self) -> None:
         """Apply :attr:`config_dict` with :func:`logging.config.dictConfig`."""
-        logging.config.dictConfig(self.config_dict)
+        config = self.config_dict
+        logging.config.dictConfig(config)
+        # the Rust core passes records at INFO and above to Python unless a configured logger wants more
+        from demessaging_rs._core import configure_rust_logging
+
+        levels = [logging.getLogger(name).getEffectiveLevel() for name in ("demessaging_rs", *config.get("loggers", {}))]
+        configure_rust_logging(min([*levels, logging.INFO]))
