@@ -130,6 +130,7 @@ fn backend_config(b: &BrokerHandle, topic: &str, workers: usize, queue: usize) -
         },
         max_workers: workers,
         queue_size: queue,
+        overflow_replies: true,
         max_payload_size: 512_000,
         producer_keep_alive: Duration::from_secs(120),
         producer_connection_timeout: Duration::from_secs(5),
@@ -501,6 +502,34 @@ async fn reply_producers_without_keep_alive_reconnect_per_reply() {
         if i % 5 == 0 {
             tokio::time::sleep(Duration::from_millis(120)).await; // let the producer retire in between
         }
+    }
+    cancel.cancel();
+    be.await.unwrap().unwrap();
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_overflow_replies_a_saturated_backend_holds_deliveries_and_answers_all() {
+    let b = start_broker().await;
+    let cancel = CancellationToken::new();
+    let mut cfg = backend_config(&b, "held", 1, 1);
+    cfg.overflow_replies = false;
+    let be = tokio::spawn(backend::run(cfg, Arc::new(Echo), cancel.clone()));
+    let c = client(&b, "held").await;
+    wait_ready(&c).await;
+    // 40 calls of 10 ms against 1 worker and a queue of 1: none rejected, every one answered
+    let calls = (0..40).map(|_| {
+        let c = c.clone();
+        async move {
+            let payload = call_json(serde_json::json!({"func_name": "sleep", "ms": 10}));
+            c.call(MessageType::Request, payload, Duration::from_secs(30), "sleep", None)
+                .await
+        }
+    });
+    let replies = futures_util::future::join_all(calls).await;
+    for r in replies {
+        let r = r.unwrap();
+        assert_eq!(r.status, Status::Success, "{:?}", String::from_utf8_lossy(&r.payload));
     }
     cancel.cancel();
     be.await.unwrap().unwrap();

@@ -6,7 +6,9 @@ A drop-in successor of ``demessaging``: swap ``from demessaging import main`` fo
 
 from __future__ import annotations
 
-from demessaging_rs import _compat
+import atexit
+
+from demessaging_rs import _compat, _core
 from demessaging_rs._core import __version__, build_profile  # noqa: F401
 from demessaging_rs.backend import BackendModule, main
 from demessaging_rs.broker import Broker
@@ -24,3 +26,6 @@ __all__ = ["main", "configure", "registry", "BackendModule", "Broker"]
 # deprogressapi's reports import `demessaging.PulsarMessageConstants`: provide it when (and only when) no
 # real demessaging is installed (see demessaging_rs._compat)
 _compat.install_fallback()
+
+# from interpreter exit on, no thread of the core enters Python (see _core.finalize)
+atexit.register(_core.finalize)

@@ -7,6 +7,10 @@ build_profile: str
 
 Reply = Tuple[str, bytes, Dict[str, str]]
 
+def finalize() -> None:
+    """The atexit hook (registered by ``import demessaging_rs``): from now on no thread of the core enters
+    Python; waits, GIL released, at most 5 s for those inside to leave."""
+
 def configure_rust_logging(level: int) -> None:
     """Pass records of the Rust core at `level` (a Python logging level) and above to Python ``logging``
     (INFO by default), and forget cached logger levels; called after the logging configuration changes."""

@@ -220,7 +220,11 @@ def get_parser(module_name: str = "__main__", config: Optional[ModuleConfig] = N
     sp.add_argument("--no-isort", action="store_false", dest="use_isort", help="Do not run isort.")
     sp.add_argument("--no-black", action="store_false", dest="use_black", help="Do not run black.")
     sp.add_argument("--no-autoflake", action="store_false", dest="use_autoflake", help="Do not run autoflake.")
-    sp.set_defaults(command_params=["line_length", "use_formatters", "use_autoflake", "use_black", "use_isort"])
+    sp.add_argument("--async", action="store_true", dest="use_async",
+                    help="Generate `async def` functions and methods (await them in asyncio code).")
+    sp.set_defaults(
+        command_params=["line_length", "use_formatters", "use_autoflake", "use_black", "use_isort", "use_async"]
+    )
     return parser
 
 

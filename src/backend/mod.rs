@@ -50,8 +50,13 @@ pub struct BackendConfig {
     pub backoff: Backoff,
     /// Worker threads.
     pub max_workers: usize,
-    /// Requests that may wait for a worker; more are rejected with an error reply.
+    /// Requests that may wait for a worker.
     pub queue_size: usize,
+    /// What happens beyond `queue_size` waiting requests: `true` rejects them at once with the reference's
+    /// overflow reply (an explicit `queue_size`); `false` stops taking deliveries until a worker is free,
+    /// so the broker's flow control holds the rest (the reference's default of an unbounded queue,
+    /// without unbounded memory).
+    pub overflow_replies: bool,
     /// Replies larger than this (raw bytes) are fragmented.
     pub max_payload_size: usize,
     /// Idle time after which a reply producer is closed (0: after each reply).
@@ -153,7 +158,13 @@ pub async fn run(cfg: BackendConfig, handler: Arc<dyn Handler>, cancel: Cancella
     }
     let scoped = handler.clone();
     let scope: Arc<pool::ThreadScope> = Arc::new(move |body: &mut (dyn FnMut() + Send)| scoped.worker_scope(body));
-    let pool = WorkerPool::start_scoped("dasf-worker", cfg.max_workers, cfg.queue_size, scope)
+    // with slots, a job may still sit in the queue while its worker is between jobs: room for every slot
+    let capacity = if cfg.overflow_replies {
+        cfg.queue_size
+    } else {
+        cfg.queue_size + cfg.max_workers
+    };
+    let pool = WorkerPool::start_scoped("dasf-worker", cfg.max_workers, capacity, scope)
         .map_err(|e| BackendError::Thread(e.to_string()))?;
     let router = ReplyRouter::new(
         cfg.address.clone(),
@@ -163,6 +174,7 @@ pub async fn run(cfg: BackendConfig, handler: Arc<dyn Handler>, cancel: Cancella
         tokio::runtime::Handle::current(),
     );
     let ctx = Dispatcher {
+        slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_workers + cfg.queue_size)),
         source_topic: Arc::from(cfg.topic.as_str()),
         router: router.clone(),
         handler,
@@ -177,6 +189,8 @@ pub async fn run(cfg: BackendConfig, handler: Arc<dyn Handler>, cancel: Cancella
 
 struct Dispatcher {
     cfg: BackendConfig,
+    /// One permit per request inside the backend (running or queued) when deliveries wait for room.
+    slots: Arc<tokio::sync::Semaphore>,
     source_topic: Arc<str>,
     router: Arc<ReplyRouter>,
     handler: Arc<dyn Handler>,
@@ -364,7 +378,14 @@ impl Dispatcher {
         };
         let replier = self.replier(meta.clone());
         let handler = self.handler.clone();
+        // NOTE: waiting here stops reading the consumer socket: the broker's flow control holds the rest.
+        let slot = if self.cfg.overflow_replies {
+            None
+        } else {
+            self.slots.clone().acquire_owned().await.ok()
+        };
         let job = Box::new(move || {
+            let _slot = slot;
             let (status, body) = match handler.handle(&request, &replier) {
                 Some(Ok(body)) => (Status::Success, body),
                 Some(Err(text)) => (Status::Error, text),

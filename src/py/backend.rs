@@ -45,7 +45,8 @@ struct PyHandler {
 
 impl Handler for PyHandler {
     fn handle(&self, request: &Request, replier: &Replier) -> Option<Result<String, String>> {
-        Python::attach(|py| {
+        // None while the interpreter shuts down: no reply then (the caller's timeout ends its wait)
+        runtime::attach(|py| {
             let responder = Responder {
                 replier: replier.clone(),
                 message_id: request.message_id.clone(),
@@ -62,12 +63,18 @@ impl Handler for PyHandler {
                 Err(e) => Some(Err(format!("error executing request: {e}"))),
             }
         })
+        .flatten()
     }
 
     // NOTE: the worker thread keeps one Python thread state for its lifetime (attached once, detached while
     // it waits for jobs); attaching per job would create and destroy a thread state every request.
     fn worker_scope(&self, body: &mut (dyn FnMut() + Send)) {
-        Python::attach(|py| py.detach(body));
+        runtime::attach(|py| {
+            py.detach(|| {
+                body();
+                runtime::stay_detached_if_finalizing();
+            })
+        });
     }
 }
 
@@ -154,7 +161,10 @@ impl Backend {
         let max_workers = spec
             .max_workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get() + 4).min(32));
-        let queue_size = spec.queue_size.unwrap_or(max_workers.max(1) * 100);
+        // no queue_size (the reference's default, unbounded): a small internal queue, and deliveries wait
+        // for room instead of being rejected (see BackendConfig::overflow_replies)
+        let overflow_replies = spec.queue_size.is_some();
+        let queue_size = spec.queue_size.unwrap_or(max_workers.max(1));
         if queue_size < max_workers {
             return Err(config_err(format!(
                 "queue_size ({queue_size}) needs to be larger than or equal to max_workers ({max_workers})"
@@ -182,6 +192,7 @@ impl Backend {
             backoff,
             max_workers,
             queue_size,
+            overflow_replies,
             max_payload_size: conn.max_payload_size.unwrap_or(512_000),
             producer_keep_alive: Duration::from_secs_f64(spec.producer_keep_alive.unwrap_or(120.0).max(0.0)),
             producer_connection_timeout: Duration::from_secs_f64(

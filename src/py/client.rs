@@ -129,7 +129,7 @@ fn props_to_py<'py>(py: Python<'py>, props: Properties) -> PyResult<Bound<'py, P
 
 type PyReply = (String, Py<PyBytes>, Py<PyDict>);
 
-fn reply_to_py(py: Python<'_>, r: Reply) -> PyResult<PyReply> {
+pub(crate) fn reply_to_py(py: Python<'_>, r: Reply) -> PyResult<PyReply> {
     let props = props_to_py(py, r.properties)?;
     Ok((
         r.status.as_str().to_owned(),
@@ -216,7 +216,11 @@ impl Client {
             .detach(|| client.start_blocking(mt, payload, timeout, label, with_progress))
             .map_err(client_err)?;
         loop {
-            match py.detach(|| call.poll(Duration::from_millis(100))) {
+            match py.detach(|| {
+                let w = call.poll(Duration::from_millis(100));
+                runtime::stay_detached_if_finalizing();
+                w
+            }) {
                 Waited::Done(r) => return reply_to_py(py, r.map_err(client_err)?),
                 Waited::Progress(p) => {
                     if let Some(cb) = &on_progress {
@@ -229,7 +233,8 @@ impl Client {
         }
     }
 
-    /// Async variant of `call` (no progress callback): an awaitable resolving to the same tuple.
+    /// Async variant of `call` (no progress callback): an asyncio future of the running loop resolving to
+    /// the same tuple. Cancelling it forgets the call.
     fn call_async<'py>(
         &self,
         py: Python<'py>,
@@ -238,16 +243,26 @@ impl Client {
         timeout: f64,
         label: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        runtime::init_async();
         let mt = self::message_type(message_type)?;
         let payload = payload_bytes(payload)?;
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
         let (cfg, slot) = (self.cfg.clone(), self.conn.clone());
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let c = connection(&cfg, &slot).await.map_err(client_err)?;
-            let r = c.call(mt, payload, timeout, &label, None).await.map_err(client_err)?;
-            Python::attach(|py| reply_to_py(py, r))
-        })
+        let work = async move {
+            let c = connection(&cfg, &slot).await?;
+            c.call(mt, payload, timeout, &label, None).await
+        };
+        #[cfg(unix)]
+        {
+            super::aio::spawn_for_loop(py, work)
+        }
+        #[cfg(not(unix))]
+        {
+            runtime::init_async();
+            pyo3_async_runtimes::tokio::future_into_py(py, async move {
+                let r = work.await.map_err(client_err)?;
+                Python::attach(|py| reply_to_py(py, r))
+            })
+        }
     }
 
     /// Close the connections; waiting calls fail with `BrokerConnectionError`.

@@ -4,6 +4,8 @@
 //! worker queues, shutdown) happens detached through [`runtime::wait`], which re-attaches every 100 ms
 //! only to check for signals so Ctrl-C interrupts a blocked call.
 
+#[cfg(unix)]
+mod aio;
 mod backend;
 mod broker;
 mod client;
@@ -23,6 +25,8 @@ mod _core {
     use super::client::Client;
     #[pymodule_export]
     use super::configure_rust_logging;
+    #[pymodule_export]
+    use super::runtime::finalize;
 
     use pyo3::prelude::*;
 
@@ -44,7 +48,7 @@ fn init_logging(py: Python<'_>) {
     // NOTE: records below INFO never reach Python by default: each record takes the GIL, and the data path
     // logs at debug level. `configure_rust_logging` lowers the filter when a user asks for debug output.
     if let Ok(logger) = pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels) {
-        if let Ok(reset) = logger.filter(log::LevelFilter::Trace).install() {
+        if let Ok(reset) = GuardedLogger(logger.filter(log::LevelFilter::Trace)).install() {
             let _ = LOG_RESET.set(reset);
         }
         log::set_max_level(log::LevelFilter::Info);
@@ -66,4 +70,28 @@ fn configure_rust_logging(level: u32) {
     if let Some(reset) = LOG_RESET.get() {
         reset.reset();
     }
+}
+
+/// pyo3-log's logger, entered only while the interpreter is not shutting down (see `runtime::finalize`).
+struct GuardedLogger(pyo3_log::Logger);
+
+impl GuardedLogger {
+    fn install(self) -> Result<pyo3_log::ResetHandle, log::SetLoggerError> {
+        let reset = self.0.reset_handle();
+        log::set_boxed_logger(Box::new(self))?;
+        Ok(reset)
+    }
+}
+
+impl log::Log for GuardedLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        !runtime::finalizing() && self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        // pyo3-log takes the GIL itself; `attach` only brackets it so that finalize() can wait for it
+        let _ = runtime::attach(|_py| self.0.log(record));
+    }
+
+    fn flush(&self) {}
 }

@@ -336,6 +336,22 @@ class BackendModule(SchemaExtraMixin, RootModel):
         return cls.model_validate(request)
 
     @classmethod
+    def _call_args(cls, request: Union["BackendModule", IO, Dict[str, Any]]) -> Tuple[Any, str, str]:
+        """The validated request's member, the call's label and its JSON."""
+        model = cls._validated(request)
+        member = model.root
+        label = getattr(member, "class_name", None) or getattr(member, "func_name", "request")
+        return member, str(label), model.model_dump_json()
+
+    @staticmethod
+    def _result(member: Any, status: str, payload: bytes) -> BaseModel:
+        if status == Status.ERROR.value:
+            text = payload.decode("utf-8", "replace")
+            logger.error("request failed: %s", text)
+            raise RemoteError(text)
+        return member.return_model.model_validate_json(payload)
+
+    @classmethod
     def send_request(
         cls,
         request: Union["BackendModule", IO, Dict[str, Any]],
@@ -350,9 +366,7 @@ class BackendModule(SchemaExtraMixin, RootModel):
         Progress reports the backend sends while it works are passed, in order and before the result, to
         `on_progress` as deprogressapi reports (see :func:`~demessaging_rs.messaging.producer.decode_progress`).
         """
-        model = cls._validated(request)
-        member = model.root
-        label = getattr(member, "class_name", None) or getattr(member, "func_name", "request")
+        member, label, body = cls._call_args(request)
         producer = cls.backend_config.messaging_config.producer
         progress = None
         if on_progress is None and _declares_reports(member):
@@ -363,18 +377,29 @@ class BackendModule(SchemaExtraMixin, RootModel):
             def progress(payload: bytes, _props: Dict[str, str]) -> None:
                 on_progress(decode_progress(payload))
 
-        status, payload = producer.call(
-            model.model_dump_json(), timeout=timeout, label=str(label), on_progress=progress
-        )
-        if status == Status.ERROR.value:
-            text = payload.decode("utf-8", "replace")
-            logger.error("request failed: %s", text)
-            raise RemoteError(text)
-        return member.return_model.model_validate_json(payload)
+        status, payload = producer.call(body, timeout=timeout, label=label, on_progress=progress)
+        return cls._result(member, status, payload)
+
+    @classmethod
+    async def asend_request(
+        cls, request: Union["BackendModule", IO, Dict[str, Any]], timeout: Optional[float] = None
+    ) -> BaseModel:
+        """Awaitable :meth:`send_request` for asyncio code: many calls may be in flight on one loop.
+
+        Cancelling the awaiting task forgets the call; errors and timeouts as in :meth:`send_request`
+        (progress reports are not delivered to asyncio callers)."""
+        member, label, body = cls._call_args(request)
+        producer = cls.backend_config.messaging_config.producer
+        status, payload, _props = await producer.call_async(body, timeout=timeout, label=label)
+        return cls._result(member, status, payload)
 
     def compute(self) -> BaseModel:
         """Send this request to the backend and return the result."""
         return self.send_request(self)
+
+    async def acompute(self) -> BaseModel:
+        """Awaitable :meth:`compute`."""
+        return await self.asend_request(self)
 
     @classmethod
     def process_request(cls, request: Union["BackendModule", IO, Dict[str, Any]]) -> ReturnModel:
@@ -396,11 +421,14 @@ class BackendModule(SchemaExtraMixin, RootModel):
         use_autoflake: bool = True,
         use_black: bool = True,
         use_isort: bool = True,
+        use_async: bool = False,
     ) -> str:
-        """Render a client stub module for this backend (formatted when black/isort/autoflake are installed)."""
+        """Render a client stub module for this backend (formatted when black/isort/autoflake are installed).
+
+        With `use_async`, the stub's functions and methods are ``async def`` and await the backend."""
         import sys
 
-        code = cls.backend_config.render()
+        code = cls.backend_config.render(use_async=use_async)
         if use_formatters:
             missing = []
             try:
