@@ -25,7 +25,13 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Side-by-side benchmark against demessaging 0.6.4 (release build); prints a Markdown table."""
-    # the benchmark runs the reference in-process beside ours (the test environment never has it)
-    session.install(".[test]", "demessaging==0.6.4")
+    """Side-by-side benchmark: ours vs demessaging 0.6.4 vs NATS + nats-py vs the relay floor (release build).
+
+    Prints Markdown tables, rewrites the README's calls table and docs/bench_calls.png. Call counts are flags,
+    e.g. ``nox -s bench -- --calls 1000 --per-thread 500 --async-calls 10000``; nats-server comes from the
+    Debian package (the benchmark apt-installs it as root when missing, or skips the NATS row with a note).
+    """
+    # the benchmark's client processes run the reference beside ours (the test environment never has it),
+    # nats-py drives the NATS row, matplotlib draws the PNG
+    session.install(".[test]", "demessaging==0.6.4", "nats-py", "matplotlib")
     session.run("python", "bench/bench_calls.py", *session.posargs)

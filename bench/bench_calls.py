@@ -1,29 +1,51 @@
-"""Side-by-side call benchmark: demessaging-rs vs the reference demessaging 0.6.4, same broker, same run.
+"""Side-by-side call benchmark, one run on one machine, same hello_world workload for every system:
 
-Starts the embedded broker (its own process), one backend per implementation (own processes), and
-calls each from this process with its own client: sequential latency, 8-thread throughput, and echo of
-large payloads. Prints a Markdown table with ratios and writes it to bench/results.md.
+* demessaging 0.6.4 (the reference) through our embedded broker,
+* demessaging-rs through our embedded broker,
+* NATS (`nats-server`, Debian package) with a nats-py responder in Python (plain JSON, no validation),
+* and the transport floor: 4 loopback websocket hops through a bare Rust relay (`dasf-loadgen roundtrip`).
 
-    python bench/bench_calls.py [--calls 2000] [--threads 8] [--native-broker]
+The broker, each backend/responder and each system's client run in processes of their own (the client side is
+bench/bench_clients.py); a system's backend runs only during its own phase. Per system: sequential calls (p50,
+p99, calls/s), 8 threads calling at once (calls/s; for NATS each thread has its own asyncio loop and
+connection), and 1000 calls kept in flight on one asyncio loop (calls/s; the reference has no asyncio API),
+with the CPU µs per call of client, broker and backend read from /proc/<pid>/stat around the threaded and
+the in-flight phases. Then large-payload echoes (ours vs the reference). Prints Markdown tables with ratios,
+writes bench/results.md, rewrites the README between the `<!-- bench:calls -->` markers and draws
+bench/bench_calls.png (when matplotlib is installed).
 
-BENCH_BROKER_ARGS (e.g. "--threads 2") is appended to the `demessaging-rs broker` command line.
+    python bench/bench_calls.py [--calls 2000] [--threads 8] [--per-thread 1000] [--async-calls 20000]
+                                [--in-flight 1000] [--floor-messages 2000] [--native-broker] [--no-nats]
+                                [--no-nats-install] [--no-echo] [--no-readme]
+
+BENCH_BROKER_ARGS (e.g. "--threads 2") is appended to the `demessaging-rs broker` command line; NATS_SERVER
+names a nats-server binary. Without nats-server on PATH the benchmark tries `apt-get install -y nats-server`
+(as root; --no-nats-install prevents it) and otherwise skips the NATS row with a note.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BIN = ROOT / "target" / "release"
+PNG = ROOT / "bench" / "bench_calls.png"
+
+REF = "demessaging 0.6.4 (reference) + our broker"
+OURS = "demessaging-rs + our broker"
+ECHO_COLS = ["echo 100 KB", "echo 400 KB", "echo 1 MB", "echo 2 MB"]
 
 
 def free_port() -> int:
@@ -39,11 +61,11 @@ def wait_port(port: int, limit: float = 30) -> None:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.05)
-    raise SystemExit(f"broker did not start on port {port}")
+    raise SystemExit(f"nothing listens on port {port} after {limit:.0f} s")
 
 
-def start(cmd: List[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=str(HERE))
+def start(cmd: List[str], log: Path, **kw: Any) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=kw.pop("stdout", open(log, "w")), stderr=subprocess.STDOUT, cwd=str(HERE), **kw)
 
 
 def stop(procs: List[subprocess.Popen]) -> None:
@@ -55,174 +77,409 @@ def stop(procs: List[subprocess.Popen]) -> None:
             p.wait(timeout=15)
         except subprocess.TimeoutExpired:
             p.kill()
+            p.wait(timeout=15)
 
 
-def hello_world(name: str) -> str:
-    return ""
+T0 = time.monotonic()
 
 
-def echo(data: str) -> str:
-    return data
+def note(msg: str) -> None:
+    print(f"[bench {time.monotonic() - T0:5.1f} s] {msg}", flush=True)
 
 
-def percentile(values: List[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
+# ------------------------------------------------------------------------------------------- transport floor
+def build_loadgen() -> Optional[Path]:
+    exe = BIN / "dasf-loadgen"
+    if shutil.which("cargo"):
+        r = subprocess.run(["cargo", "build", "--release", "--bin", "dasf-loadgen", "--quiet"], cwd=ROOT)
+        if r.returncode != 0:
+            note("cargo build --release --bin dasf-loadgen failed")
+    return exe if exe.exists() else None
 
 
-def sequential(call: Callable[[], Any], n: int) -> Dict[str, float]:
-    times = []
-    t_start = time.perf_counter()
-    for _ in range(n):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    total = time.perf_counter() - t_start
-    return {"p50": percentile(times, 0.5) * 1e3, "p99": percentile(times, 0.99) * 1e3, "rate": n / total}
+def roundtrip(exe: Path, base: str, messages: int, tag: str) -> Dict[str, Any]:
+    out = subprocess.run([str(exe), "roundtrip", "--base", base, "--messages", str(messages), "--tag", tag],
+                         capture_output=True, text=True, timeout=180)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip()[-300:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def threaded(call: Callable[[], Any], threads: int, per_thread: int) -> float:
-    errors: List[BaseException] = []
+def relay_floor(exe: Path, messages: int) -> Dict[str, Any]:
+    """4-hop round trip through the bare relay (`dasf-loadgen relay`), no broker semantics, no Python."""
+    relay = subprocess.Popen([str(exe), "relay", "--port", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = json.loads(relay.stdout.readline())["port"]  # type: ignore[union-attr]
+        return roundtrip(exe, f"ws://127.0.0.1:{port}/ws", messages, "floor")
+    finally:
+        relay.terminate()
+        relay.wait(timeout=15)
 
-    def work() -> None:
+
+# --------------------------------------------------------------------------------------------------- systems
+def run_client(system: str, target: str, pids: Dict[str, int], args: argparse.Namespace, echo: bool,
+               log: Path) -> Dict[str, Any]:
+    cmd = [sys.executable, str(HERE / "bench_clients.py"), system, "--target", target,
+           "--calls", str(args.calls), "--threads", str(args.threads), "--per-thread", str(args.per_thread),
+           "--async-calls", str(args.async_calls), "--in-flight", str(args.in_flight)]
+    cmd += [f"--pid={name}={pid}" for name, pid in pids.items()]
+    if echo:
+        cmd.append("--echo")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(HERE))
+    log.write_text(out.stdout + out.stderr)
+    for line in reversed(out.stdout.splitlines()):
+        if line.startswith("BENCH-RESULT "):
+            return json.loads(line[len("BENCH-RESULT "):])
+    raise RuntimeError(f"{system} client failed (exit {out.returncode}), see {log}:\n{out.stderr[-2000:]}")
+
+
+def wait_backend(port: int, topic: str, limit: float = 60) -> None:
+    """Every DASF backend answers ping: probe with our client, then close the probe's connections."""
+    from demessaging_rs import BackendModule
+
+    def hello_world(name: str) -> str:
+        return ""
+
+    probe = BackendModule.create_model(members=[hello_world],
+                                       messaging_config={"host": "127.0.0.1", "port": str(port), "topic": topic})
+    producer = probe.backend_config.messaging_config.producer
+    deadline = time.monotonic() + limit
+    try:
+        while not producer.ping(timeout=0.5):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"backend {topic} did not come up")
+    finally:
+        producer.disconnect()
+
+
+def run_dasf_phase(system: str, backend: Path, port: int, broker_pid: int, args: argparse.Namespace,
+                   tmp: Path) -> Dict[str, Any]:
+    topic = f"bench-{system}"
+    conn = ["-H", "127.0.0.1", "-p", str(port), "-t", topic, "--log-level", "30"]
+    proc = start([sys.executable, str(backend), *conn, "listen"], tmp / f"{system}-backend.log")
+    try:
+        wait_backend(port, topic)
+        note(f"{system}: backend up, running the client")
+        return run_client(system, f"127.0.0.1:{port}/{topic}", {"broker": broker_pid, "backend": proc.pid}, args,
+                          args.echo, tmp / f"{system}-client.log")
+    finally:
+        stop([proc])
+
+
+def find_nats_server(install: bool) -> Tuple[Optional[str], str]:
+    """The nats-server binary, apt-installing the Debian package if allowed; else (None, why)."""
+    def lookup() -> Optional[str]:
+        exe = os.environ.get("NATS_SERVER") or shutil.which("nats-server")
+        if exe and os.access(exe, os.X_OK):
+            return exe
+        for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"):
+            if os.access(p, os.X_OK):
+                return p
+        return None
+
+    exe = lookup()
+    if exe or not install:
+        return exe, "" if exe else "nats-server is not installed (and --no-nats-install was given)"
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        return None, "nats-server is not installed, and apt-get is not available to this (non-root?) user"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    note("nats-server missing: apt-get install -y nats-server")
+    for cmd in (["apt-get", "install", "-y", "-q", "nats-server"], ["apt-get", "update", "-q"],
+                ["apt-get", "install", "-y", "-q", "nats-server"]):
         try:
-            for _ in range(per_thread):
-                call()
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-
-    ts = [threading.Thread(target=work) for _ in range(threads)]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(timeout=300)
-    total = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
-    return threads * per_thread / total
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        except subprocess.TimeoutExpired:
+            continue
+        if cmd[1] == "install" and r.returncode == 0 and lookup():
+            return lookup(), ""
+    return None, "nats-server is not installed and `apt-get install -y nats-server` failed"
 
 
-def timed_echo(call: Callable[[str], Any], size: int, timeout: float) -> str:
-    """Time one echo of `size` bytes; runs in a thread so a client that never answers cannot hang us."""
-    result: Dict[str, Any] = {}
-    data = "z" * size
+def run_nats_phase(args: argparse.Namespace, tmp: Path) -> Tuple[Optional[Dict[str, Any]], str]:
+    """(results, label) or (None, why skipped)."""
+    if importlib.util.find_spec("nats") is None:
+        return None, "NATS row skipped: nats-py is not installed (`pip install nats-py`; nox -s bench does)"
+    exe, why = find_nats_server(args.nats_install)
+    if not exe:
+        return None, f"NATS row skipped: {why}"
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip().split()[-1]
+    from importlib.metadata import version as dist_version
 
-    def work() -> None:
-        t0 = time.perf_counter()
-        try:
-            out = call(data)
-            result["ok"] = out == data
-            result["t"] = time.perf_counter() - t0
-        except BaseException as e:  # noqa: BLE001
-            result["err"] = f"{type(e).__name__}: " + " ".join(str(e).split())[:70]
+    label = f"NATS {version.lstrip('v')} (nats-server) + nats-py {dist_version('nats-py')}"
+    port = free_port()
+    server = start([exe, "-a", "127.0.0.1", "-p", str(port)], tmp / "nats-server.log")
+    procs = [server]  # stopped in this order, from the end: the responder drains before the server goes
+    try:
+        wait_port(port)
+        url = f"nats://127.0.0.1:{port}"
+        responder = start([sys.executable, str(HERE / "nats_hello.py"), "--url", url, "--subject", "bench.hello"],
+                          tmp / "nats-responder.log", stdout=subprocess.PIPE, text=True)
+        procs.append(responder)
+        line = responder.stdout.readline()  # type: ignore[union-attr]
+        if line.strip() != "ready":
+            raise RuntimeError(f"nats responder did not start: {line!r}")
+        note("nats: server and responder up, running the client")
+        res = run_client("nats", f"{url}/bench.hello", {"broker": server.pid, "backend": responder.pid}, args, False,
+                         tmp / "nats-client.log")
+        return res, label
+    finally:
+        for p in reversed(procs):
+            stop([p])
 
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        return f"FAIL: no answer within {timeout:.0f} s"
-    if "err" in result:
-        return "FAIL: " + result["err"]
-    if not result.get("ok"):
-        return "FAIL: wrong result"
-    return f"{result['t']:.3f} s"
+
+# ------------------------------------------------------------------------------------------------- reporting
+def ms(v: Optional[float]) -> str:
+    return "—" if v is None else f"{v:.3f} ms"
+
+
+def rate(v: Optional[float]) -> str:
+    return "—" if v is None else f"{v:,.0f}"
+
+
+def cpu_cell(cpu: Optional[Dict[str, float]]) -> str:
+    if not cpu:
+        return "—"
+    return " / ".join(f"{cpu[k]:.0f}" for k in ("client", "broker", "backend")) + f" (Σ {cpu_total(cpu):.0f})"
+
+
+def cpu_total(cpu: Dict[str, float]) -> float:
+    return sum(cpu[k] for k in ("client", "broker", "backend"))
+
+
+def get(row: Dict[str, Any], *path: str) -> Any:
+    for p in path:
+        if not isinstance(row, dict) or p not in row:
+            return None
+        row = row[p]
+    return row
+
+
+def ratio_row(title: str, ours: Dict[str, Any], other: Dict[str, Any], floor: Optional[float]) -> str:
+    def faster(a: Optional[float], b: Optional[float]) -> str:  # lower is better: other / ours
+        if not (a and b):
+            return "—"
+        return f"**{a / b:.2f}× faster**" if a >= b else f"**{b / a:.2f}× slower**"
+
+    def more(a: Optional[float], b: Optional[float]) -> str:  # higher is better: ours / other
+        return f"**{a / b:.2f}×**" if a and b else "—"
+
+    def cheaper(o: Optional[Dict[str, float]], x: Optional[Dict[str, float]]) -> str:
+        if not (o and x):
+            return "—"
+        a, b = cpu_total(x), cpu_total(o)
+        return f"**{a / b:.2f}× less CPU**" if a >= b else f"**{b / a:.2f}× more CPU**"
+
+    return (f"| {title} | {faster(get(other, 'seq', 'p50'), get(ours, 'seq', 'p50'))} | "
+            f"{faster(get(other, 'seq', 'p99'), get(ours, 'seq', 'p99'))} | "
+            f"{more(get(ours, 'seq', 'rate'), get(other, 'seq', 'rate'))} | | "
+            f"{more(get(ours, 'threads', 'rate'), get(other, 'threads', 'rate'))} | "
+            f"{more(get(ours, 'async', 'rate'), get(other, 'async', 'rate'))} | "
+            f"{cheaper(get(ours, 'threads', 'cpu'), get(other, 'threads', 'cpu'))} | "
+            f"{cheaper(get(ours, 'async', 'cpu'), get(other, 'async', 'cpu'))} |")
+
+
+def render(rows: Dict[str, Dict[str, Any]], floor: Optional[Dict[str, Any]], broker_rt: Optional[Dict[str, Any]],
+           notes: List[str], args: argparse.Namespace, broker_desc: str) -> str:
+    fl = floor["p50_ms"] if floor else None
+    lines = [
+        f"Run on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, loopback, one run; every broker, backend and "
+        f"client in a process of its own. Workload `hello_world(name)` → `\"Hello, \" + name`: sequential "
+        f"×{args.calls}; {args.threads} threads × {args.per_thread} (NATS: each thread with its own asyncio loop "
+        f"and connection); {args.in_flight} calls kept in flight on one asyncio loop, {args.async_calls} "
+        f"calls (ours: {get(rows.get(OURS, {}), 'async_api') or '—'}; the reference has no asyncio API). "
+        f"demessaging validates request and reply with pydantic on both ends; the NATS responder "
+        f"(bench/nats_hello.py) is plain JSON. Broker: {broker_desc}. CPU µs per call from /proc/<pid>/stat "
+        "(utime+stime) of client / broker / backend around the measured phase (start-up and warm-up excluded); "
+        "for NATS the broker is nats-server and the backend the nats-py responder.",
+        "",
+        f"| system | seq p50 | seq p99 | seq calls/s | seq p50 ÷ relay floor | {args.threads} threads calls/s | "
+        f"{args.in_flight} in flight (asyncio) calls/s | CPU µs/call, {args.threads} threads: client / broker / "
+        f"backend | CPU µs/call, {args.in_flight} in flight: client / broker / backend |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    if floor:
+        runs = ", ".join(f"{ms(r['p50_ms'])}" for r in floor["runs"])
+        lines.append(f"| transport floor: 4 websocket hops through a bare Rust relay (dasf-loadgen, no Python; "
+                     f"p50 of the runs before and after the calls: {runs}, the lower counts) | "
+                     f"{ms(fl)} | {ms(floor['p99_ms'])} | — | 1.00× | — | — | — | — |")
+    if broker_rt:
+        x = f"{broker_rt['p50_ms'] / fl:.2f}×" if fl else "—"
+        lines.append(f"| the same 4 hops through our broker (dasf-loadgen, no Python) | {ms(broker_rt['p50_ms'])} | "
+                     f"{ms(broker_rt['p99_ms'])} | — | {x} | — | — | — | — |")
+    for name, row in rows.items():
+        p50 = get(row, "seq", "p50")
+        x = f"{p50 / fl:.1f}×" if fl and p50 else "—"
+        lines.append(f"| {name} | {ms(p50)} | {ms(get(row, 'seq', 'p99'))} | {rate(get(row, 'seq', 'rate'))} | {x} | "
+                     f"{rate(get(row, 'threads', 'rate'))} | {rate(get(row, 'async', 'rate'))} | "
+                     f"{cpu_cell(get(row, 'threads', 'cpu'))} | {cpu_cell(get(row, 'async', 'cpu'))} |")
+    ours = rows.get(OURS)
+    for name, row in rows.items():
+        if ours and name != OURS:
+            short = "reference" if name == REF else "NATS"
+            lines.append(ratio_row(f"**ours vs {short}**", ours, row, fl))
+    lines += ["", *notes] if notes else []
+    if ours and REF in rows and args.echo:
+        ref = rows[REF]
+        lines += ["", "Large payloads (one `echo(data)` call each, through our broker):", "",
+                  "| client + backend | " + " | ".join(ECHO_COLS) + " |", "|---|" + "---|" * len(ECHO_COLS)]
+        for name, row in ((REF, ref), (OURS, ours)):
+            lines.append(f"| {name} | " + " | ".join(str(row.get(c, "—")) for c in ECHO_COLS) + " |")
+    if args.png:
+        lines += ["", f"![hello_world calls: latency, throughput and CPU per call]({PNG.relative_to(ROOT)})"]
+    return "\n".join(lines)
+
+
+def plot(rows: Dict[str, Dict[str, Any]], floor: Optional[Dict[str, Any]], args: argparse.Namespace) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        note("matplotlib is not installed: no PNG (`pip install matplotlib`; nox -s bench does)")
+        return False
+    names = list(rows)
+    short = {REF: "demessaging\n0.6.4", OURS: "demessaging-rs"}
+    labels = [short.get(n, n.replace(" (nats-server)", "").replace(" + ", "\n+ ")) for n in names]
+    colors = {REF: "#9e9e9e", OURS: "#d84315"}
+    col = [colors.get(n, "#1565c0") for n in names]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+
+    def bars(ax: Any, values: List[Optional[float]], title: str, fmt: str) -> None:
+        xs = range(len(values))
+        ax.bar(xs, [v or 0 for v in values], color=col)
+        for x, v in zip(xs, values):
+            ax.annotate("n/a" if v is None else format(v, fmt), (x, v or 0), ha="center", va="bottom", fontsize=9)
+        ax.set_xticks(list(xs), labels, fontsize=9)
+        ax.set_title(title, fontsize=11)
+        ax.margins(y=0.15)
+
+    bars(axes[0][0], [get(rows[n], "seq", "p50") for n in names], "sequential p50 (ms, lower is better)", ".3f")
+    if floor:
+        axes[0][0].axhline(floor["p50_ms"], color="k", ls="--", lw=1)
+        axes[0][0].annotate(f"4-hop relay floor {floor['p50_ms']:.3f} ms", (len(names) - 0.6, floor["p50_ms"]),
+                            ha="right", va="bottom", fontsize=8)
+    bars(axes[0][1], [get(rows[n], "threads", "rate") for n in names], f"{args.threads} threads, calls/s", ",.0f")
+    bars(axes[1][0], [get(rows[n], "async", "rate") for n in names],
+         f"{args.in_flight} asyncio calls in flight, calls/s", ",.0f")
+
+    ax = axes[1][1]
+    parts = [("client", "#ffb74d"), ("broker", "#64b5f6"), ("backend", "#81c784")]
+    width = 0.38
+    for i, n in enumerate(names):
+        for j, (phase, tag) in enumerate((("threads", f"{args.threads} thr"), ("async", f"{args.in_flight} aio"))):
+            cpu = get(rows[n], phase, "cpu")
+            x = i + (j - 0.5) * width
+            if not cpu:
+                ax.annotate(f"n/a\n{tag}", (x, 0), ha="center", va="bottom", fontsize=7)
+                continue
+            bottom = 0.0
+            for k, c in parts:
+                ax.bar(x, cpu[k], width * 0.92, bottom=bottom, color=c, label=k if (i, j) == (0, 0) else None)
+                bottom += cpu[k]
+            ax.annotate(f"{bottom:.0f}\n{tag}", (x, bottom), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(names)), labels, fontsize=9)
+    ax.set_title("CPU µs per call: client + broker + backend (lower is better)", fontsize=11)
+    ax.legend(fontsize=8)
+    ax.margins(y=0.2)
+    fig.suptitle(f"hello_world, one run on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, loopback", fontsize=12)
+    fig.tight_layout()
+    PNG.parent.mkdir(exist_ok=True)
+    fig.savefig(PNG, dpi=90)
+    note(f"wrote {PNG.relative_to(ROOT)}")
+    return True
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--calls", type=int, default=2000, help="sequential calls per system")
     ap.add_argument("--threads", type=int, default=8)
-    ap.add_argument("--per-thread", type=int, default=250)
+    ap.add_argument("--per-thread", type=int, default=1000, help="calls per thread in the threaded phase")
+    ap.add_argument("--async-calls", type=int, default=20000, help="calls in the asyncio in-flight phase")
+    ap.add_argument("--in-flight", type=int, default=1000, help="asyncio calls kept outstanding")
+    ap.add_argument("--floor-messages", type=int, default=2000, help="round trips for the relay floor")
     ap.add_argument("--out", type=Path, default=HERE / "results.md")
     ap.add_argument("--native-broker", action="store_true", help="use target/release/demessaging-broker")
+    ap.add_argument("--no-nats", dest="nats", action="store_false")
+    ap.add_argument("--no-nats-install", dest="nats_install", action="store_false",
+                    help="do not apt-get install nats-server when it is missing")
+    ap.add_argument("--no-echo", dest="echo", action="store_false")
+    ap.add_argument("--no-readme", dest="readme", action="store_false", help="leave README.md and the PNG alone")
     args = ap.parse_args()
+    args.png = False
 
     import demessaging_rs
 
     if demessaging_rs.build_profile != "release":
         raise SystemExit("refusing to benchmark a debug build: pip install . (maturin builds release)")
-    warnings.simplefilter("ignore")
-    from demessaging import BackendModule as RefModule
-
-    from demessaging_rs import BackendModule as OurModule
-
+    if importlib.util.find_spec("demessaging") is None:
+        raise SystemExit("the reference is missing: pip install demessaging==0.6.4 (nox -s bench does)")
     tmp = HERE / "results"
     tmp.mkdir(exist_ok=True)
     ref_backend = tmp / "ref_hello.py"
     ref_backend.write_text((HERE / "hello.py").read_text().replace("demessaging_rs", "demessaging"))
+    notes: List[str] = []
 
+    # 1. the transport floor (nothing else running)
+    note("building dasf-loadgen (cargo build --release --bin dasf-loadgen)")
+    loadgen = build_loadgen()
+    floors: List[Dict[str, Any]] = []
+    if loadgen:
+        time.sleep(1)  # let the machine settle after the build
+        floors.append(relay_floor(loadgen, args.floor_messages))
+        note(f"relay floor: 4-hop p50 {floors[-1]['p50_ms']:.3f} ms")
+    else:
+        notes.append("Relay floor skipped: target/release/dasf-loadgen could not be built (no cargo?).")
+
+    # 2. reference and ours, through the same embedded broker
     port = free_port()
-    native = HERE.parent / "target" / "release" / "demessaging-broker"
     if args.native_broker:
-        broker_cmd = [str(native), "--port", str(port)]
+        broker_cmd = [str(BIN / "demessaging-broker"), "--port", str(port)]
+        broker_desc = "our embedded broker as the native binary target/release/demessaging-broker"
     else:
         extra = os.environ.get("BENCH_BROKER_ARGS", "").split()
         broker_cmd = [sys.executable, "-m", "demessaging_rs", "broker", "-p", str(port), *extra]
-    procs = [start(broker_cmd, tmp / "broker.log")]
+        broker_desc = f"our embedded broker (`python -m demessaging_rs broker{''.join(' ' + e for e in extra)}`)"
+    rows: Dict[str, Dict[str, Any]] = {}
+    broker_rt = None
+    broker = start(broker_cmd, tmp / "broker.log")
     try:
         wait_port(port)
-        conn = ["-H", "127.0.0.1", "-p", str(port)]
-        procs.append(start([sys.executable, str(HERE / "hello.py"), *conn, "-t", "bench-ours", "--log-level", "30", "listen"], tmp / "ours.log"))
-        procs.append(start([sys.executable, str(ref_backend), *conn, "-t", "bench-ref", "--log-level", "30", "listen"], tmp / "ref.log"))
-
-        mc = {"host": "127.0.0.1", "port": str(port)}
-        ours = OurModule.create_model(members=[hello_world, echo], messaging_config={**mc, "topic": "bench-ours"},
-                                      log_config={"level": 30})
-        ref = RefModule.create_model(members=[hello_world, echo], messaging_config={**mc, "topic": "bench-ref"},
-                                     log_config={"level": 30})
-        # readiness: our client pings both backends (every DASF backend answers ping)
-        for topic in ("bench-ours", "bench-ref"):
-            probe = OurModule.create_model(members=[hello_world], messaging_config={**mc, "topic": topic})
-            deadline = time.monotonic() + 60
-            while not probe.backend_config.messaging_config.producer.ping(timeout=0.5):
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"backend {topic} did not come up")
-
-        req = {"func_name": "hello_world", "name": "bench"}
-        call_ours = lambda: ours.send_request(req)  # noqa: E731
-        call_ref = lambda: ref.send_request(req)  # noqa: E731
-        for c in (call_ours, call_ref):  # warm-up (connections, caches)
-            for _ in range(50):
-                c()
-
-        rows: Dict[str, Dict[str, Any]] = {}
-        for name, c in (("demessaging 0.6.4 (reference)", call_ref), ("demessaging-rs", call_ours)):
-            seq = sequential(c, args.calls)
-            thr = threaded(c, args.threads, args.per_thread)
-            rows[name] = {**seq, "threaded": thr}
-        echo_ours = lambda d: ours.send_request({"func_name": "echo", "data": d}).root  # noqa: E731
-        echo_ref = lambda d: ref.send_request({"func_name": "echo", "data": d}).root  # noqa: E731
-        for size, label in ((100_000, "echo 100 KB"), (400_000, "echo 400 KB"), (1_000_000, "echo 1 MB"), (2_000_000, "echo 2 MB")):
-            rows["demessaging-rs"][label] = timed_echo(echo_ours, size, 60)
-            rows["demessaging 0.6.4 (reference)"][label] = timed_echo(echo_ref, size, 20)
+        if loadgen:
+            broker_rt = roundtrip(loadgen, f"ws://127.0.0.1:{port}/ws", args.floor_messages, "bench-broker")
+        rows[REF] = run_dasf_phase("ref", ref_backend, port, broker.pid, args, tmp)
+        rows[OURS] = run_dasf_phase("ours", HERE / "hello.py", port, broker.pid, args, tmp)
     finally:
-        stop(procs[1:])
-        stop(procs[:1])
+        stop([broker])
 
-    r, o = rows["demessaging 0.6.4 (reference)"], rows["demessaging-rs"]
-    echo_cols = ["echo 100 KB", "echo 400 KB", "echo 1 MB", "echo 2 MB"]
-    lines = [
-        f"Run on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, loopback, both through the embedded broker "
-        f"(own process); backends in own processes; hello_world({{name}}) sequential x{args.calls}, "
-        f"{args.threads} threads x{args.per_thread}.",
-        "",
-        "| client + backend | seq p50 | seq p99 | seq calls/s | " + f"{args.threads} threads calls/s | " + " | ".join(echo_cols) + " |",
-        "|---|---|---|---|---|" + "---|" * len(echo_cols),
-    ]
-    for name, row in rows.items():
-        lines.append(
-            f"| {name} | {row['p50']:.3f} ms | {row['p99']:.3f} ms | {row['rate']:.0f} | {row['threaded']:.0f} | "
-            + " | ".join(row[c] for c in echo_cols) + " |"
-        )
-    lines.append(
-        f"| **ratio (ours / reference)** | **{r['p50'] / o['p50']:.1f}× faster** | **{r['p99'] / o['p99']:.1f}× faster** | "
-        f"**{o['rate'] / r['rate']:.1f}×** | **{o['threaded'] / r['threaded']:.1f}×** | " + " | ".join("" for _ in echo_cols) + " |"
-    )
-    table = "\n".join(lines)
+    # 3. NATS
+    if args.nats:
+        res, label = run_nats_phase(args, tmp)
+        if res is None:
+            note(label)
+            notes.append(label + ".")
+        else:
+            rows[label] = res
+    else:
+        notes.append("NATS row skipped (--no-nats).")
+
+    # 4. the floor once more: a busy moment of a shared machine must not set it
+    floor = None
+    if loadgen:
+        floors.append(relay_floor(loadgen, args.floor_messages))
+        note(f"relay floor again: 4-hop p50 {floors[-1]['p50_ms']:.3f} ms")
+        floor = {**min(floors, key=lambda r: r["p50_ms"]), "runs": floors}
+
+    if args.readme:
+        args.png = plot(rows, floor, args)
+    table = render(rows, floor, broker_rt, notes, args, broker_desc)
+    print()
     print(table)
+    note("done")
     args.out.write_text(table + "\n")
-    update_readme("calls", table)
+    (tmp / "calls.json").write_text(json.dumps({"floor": floor, "broker_rt": broker_rt, "rows": rows}, indent=1))
+    if args.readme:
+        update_readme("calls", table)
 
 
 def update_readme(name: str, table: str) -> None:

@@ -80,17 +80,21 @@ class Responder:
         payload: Union[str, bytes],
         status: Optional[str] = None,
         properties: Optional[Dict[str, Any]] = None,
-    ) -> None: ...
+        wait: bool = True,
+    ) -> None:
+        """Send to the caller; with ``wait=False`` never block (queued behind what was sent before)."""
 
 @final
 class Backend:
-    """Serves a topic; `handler(payload, responder) -> (ok, text)` runs on worker threads."""
+    """Serves a topic; `handler(payload, responder) -> (ok, text)` runs on worker threads (``None``: the
+    handler answers through `responder` itself); `on_drain()` runs once at shutdown before replies close."""
 
     def __init__(
         self,
         connection: Dict[str, Any],
         serve: Dict[str, Any],
-        handler: Callable[[str, Responder], Tuple[bool, str]],
+        handler: Callable[[str, Responder], Optional[Tuple[bool, str]]],
+        on_drain: Optional[Callable[[], Any]] = None,
     ) -> None: ...
     @property
     def subscription(self) -> str: ...

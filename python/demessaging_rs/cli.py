@@ -139,13 +139,15 @@ def get_parser(module_name: str = "__main__", config: Optional[ModuleConfig] = N
         conn.add_argument(
             flag, help=helptext(name, PulsarConfig, default), default=default, type=int, dest=f"messaging_config.{name}"
         )
-    conn.add_argument(
-        "--call-timeout",
-        help=helptext("call_timeout", PulsarConfig, mc.get("call_timeout")),
-        default=mc.get("call_timeout", pulsar.call_timeout),
-        type=float,
-        dest="messaging_config.call_timeout",
-    )
+    for flag, name in (
+        ("--call-timeout", "call_timeout"),
+        ("--request-timeout", "request_timeout"),
+        ("--drain-timeout", "drain_timeout"),
+    ):
+        default = mc.get(name, getattr(pulsar, name))
+        conn.add_argument(
+            flag, help=helptext(name, PulsarConfig, default), default=default, type=float, dest=f"messaging_config.{name}"
+        )
     conn.add_argument(
         "--subscription-type",
         help=helptext("subscription_type", PulsarConfig),

@@ -92,6 +92,10 @@ pub trait Handler: Send + Sync + 'static {
     fn worker_scope(&self, body: &mut (dyn FnMut() + Send)) {
         body()
     }
+
+    /// Called once on shutdown after the workers finished and before the reply producers close: finish (or
+    /// fail) requests the handler still answers by itself (e.g. ones running on an event loop). May block.
+    fn drain(&self) {}
 }
 
 /// Sends messages back to the caller of one request (replies and progress reports).
@@ -234,7 +238,12 @@ async fn consume(mut d: Dispatcher, cancel: &CancellationToken) -> Result<(), Ba
     };
     // let queued and running requests finish; their replies go out through the still running router
     let pool = d.pool;
-    let _ = tokio::task::spawn_blocking(move || pool.join()).await;
+    let handler = d.handler.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        pool.join();
+        handler.drain();
+    })
+    .await;
     outcome
 }
 

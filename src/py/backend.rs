@@ -41,6 +41,7 @@ struct ServeSpec {
 
 struct PyHandler {
     func: Py<PyAny>,
+    on_drain: Option<Py<PyAny>>,
 }
 
 impl Handler for PyHandler {
@@ -68,6 +69,16 @@ impl Handler for PyHandler {
 
     // NOTE: the worker thread keeps one Python thread state for its lifetime (attached once, detached while
     // it waits for jobs); attaching per job would create and destroy a thread state every request.
+    fn drain(&self) {
+        if let Some(f) = &self.on_drain {
+            runtime::attach(|py| {
+                if let Err(e) = f.call0(py) {
+                    e.print(py);
+                }
+            });
+        }
+    }
+
     fn worker_scope(&self, body: &mut (dyn FnMut() + Send)) {
         runtime::attach(|py| {
             py.detach(|| {
@@ -106,8 +117,9 @@ impl Responder {
     }
 
     /// Send a message of `message_type` (e.g. "progress") with optional `status`, payload and extra
-    /// properties to the caller. Blocks only while the reply producer's queue is full.
-    #[pyo3(signature = (message_type, payload, status=None, properties=None))]
+    /// properties to the caller. Blocks only while the reply producer's queue is full; with `wait=False`
+    /// it never blocks (for an event loop: the message is queued behind those sent before).
+    #[pyo3(signature = (message_type, payload, status=None, properties=None, wait=true))]
     fn send(
         &self,
         py: Python<'_>,
@@ -115,6 +127,7 @@ impl Responder {
         payload: &Bound<'_, PyAny>,
         status: Option<&str>,
         properties: Option<&Bound<'_, PyDict>>,
+        wait: bool,
     ) -> PyResult<()> {
         let mt = MessageType::parse(message_type)
             .ok_or_else(|| config_err(format!("unknown message type {message_type:?}")))?;
@@ -134,7 +147,11 @@ impl Responder {
             }
         }
         let replier = self.replier.clone();
-        py.detach(move || replier.send_blocking(mt, status, payload, extra));
+        if wait {
+            py.detach(move || replier.send_blocking(mt, status, payload, extra));
+        } else {
+            runtime::get().spawn(async move { replier.send(mt, status, payload, extra).await });
+        }
         Ok(())
     }
 }
@@ -150,11 +167,18 @@ pub struct Backend {
 
 #[pymethods]
 impl Backend {
-    /// `Backend(connection, serve, handler)`. `handler(payload: str, responder) -> (ok: bool, text: str)`
-    /// runs on a worker thread for every request; a handler returning `None` has replied through
-    /// `responder` itself.
+    /// `Backend(connection, serve, handler, on_drain=None)`. `handler(payload: str, responder) -> (ok: bool,
+    /// text: str)` runs on a worker thread for every request; a handler returning `None` replies through
+    /// `responder` itself (now or later). `on_drain()` runs once at shutdown after the workers finished
+    /// and before the reply connections close.
     #[new]
-    fn new(connection: &Bound<'_, PyDict>, serve: &Bound<'_, PyDict>, handler: Py<PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (connection, serve, handler, on_drain=None))]
+    fn new(
+        connection: &Bound<'_, PyDict>,
+        serve: &Bound<'_, PyDict>,
+        handler: Py<PyAny>,
+        on_drain: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
         let conn = ConnSpec::from_py(connection)?;
         let spec: ServeSpec =
             pythonize::depythonize(serve.as_any()).map_err(|e| config_err(format!("invalid backend settings: {e}")))?;
@@ -204,7 +228,10 @@ impl Backend {
         };
         Ok(Self {
             cfg,
-            handler: Arc::new(PyHandler { func: handler }),
+            handler: Arc::new(PyHandler {
+                func: handler,
+                on_drain,
+            }),
             cancel: CancellationToken::new(),
             running: Mutex::new(false),
         })

@@ -11,7 +11,13 @@ from pydantic import BaseModel, Field, create_model
 from pydantic.json_schema import JsonSchemaValue
 
 from demessaging_rs.backend import utils
-from demessaging_rs.backend.function import BackendFunction, BackendFunctionConfig, FunctionAPIModel, ReturnModel
+from demessaging_rs.backend.function import (
+    BackendFunction,
+    BackendFunctionConfig,
+    FunctionAPIModel,
+    ReturnModel,
+    validated_result,
+)
 from demessaging_rs.config import ClassConfig
 from demessaging_rs.utils import SchemaExtraMixin, append_parameter_docs, merge_config  # noqa: F401
 
@@ -74,7 +80,7 @@ class BackendClass(SchemaExtraMixin, BaseModel):
         method_kws = utils.get_kws(method.backend_config.signature, method)  # type: ignore[arg-type]
         instance: Any = self.backend_config.Class(**kws)
         result = getattr(instance, method.func_name)(**method_kws)
-        return method.return_model.model_validate(result)  # type: ignore[return-value]
+        return validated_result(result, method.return_model)
 
     @classmethod
     def get_constructor_fields(

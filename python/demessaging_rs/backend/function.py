@@ -17,13 +17,45 @@ from demessaging_rs.backend import utils
 from demessaging_rs.config import FunctionConfig
 from demessaging_rs.utils import SchemaExtraMixin, append_parameter_docs, merge_config  # noqa: F401
 
-__all__ = ["ReturnModel", "BackendFunctionConfig", "FunctionAPIModel", "BackendFunction", "get_return_model"]
+__all__ = [
+    "ReturnModel",
+    "PendingResult",
+    "BackendFunctionConfig",
+    "FunctionAPIModel",
+    "BackendFunction",
+    "get_return_model",
+]
 
 
 class ReturnModel(RootModel):
     """Base of the models that validate return values."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+
+
+class PendingResult:
+    """What calling the model of an ``async def`` member gives: its awaitable and the model that validates
+    the value it produces (``await pending.resolve()``)."""
+
+    def __init__(self, awaitable: Any, return_model: Type[BaseModel]) -> None:
+        self.awaitable = awaitable
+        self.return_model = return_model
+
+    async def resolve(self) -> ReturnModel:
+        return self.return_model.model_validate(await self.awaitable)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Discard the awaitable without running it."""
+        close = getattr(self.awaitable, "close", None)
+        if close is not None:
+            close()
+
+
+def validated_result(value: Any, return_model: Type[BaseModel]) -> Any:
+    """`value` validated by `return_model`, or a :class:`PendingResult` when it is still to be awaited."""
+    if inspect.isawaitable(value):
+        return PendingResult(value, return_model)
+    return return_model.model_validate(value)
 
 
 @append_parameter_docs
@@ -114,7 +146,7 @@ class BackendFunction(SchemaExtraMixin, BaseModel):
         kws = utils.get_kws(config.signature, self)  # type: ignore[arg-type]
         for key in config.reporter_args:
             kws[key] = getattr(self, key)
-        return self.return_model.model_validate(config.function(**kws))  # type: ignore[return-value]
+        return validated_result(config.function(**kws), self.return_model)
 
     @classmethod
     def create_model(

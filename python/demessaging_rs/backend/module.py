@@ -27,7 +27,7 @@ from pydantic.json_schema import JsonSchemaValue
 
 from demessaging_rs.backend import utils
 from demessaging_rs.backend.class_ import BackendClass, ClassAPIModel
-from demessaging_rs.backend.function import BackendFunction, FunctionAPIModel, ReturnModel
+from demessaging_rs.backend.function import BackendFunction, FunctionAPIModel, PendingResult, ReturnModel
 from demessaging_rs.config import ModuleConfig
 from demessaging_rs.exceptions import ConfigurationError, DemessagingError, RemoteError
 from demessaging_rs.messaging.constants import PropertyKeys, Status  # noqa: F401
@@ -245,7 +245,7 @@ class BackendModule(SchemaExtraMixin, RootModel):
         logger.info("connection to the message broker works")
 
     @classmethod
-    def _handle_payload(cls, payload: str, responder: "Responder") -> Tuple[bool, str]:
+    def _handle_payload(cls, payload: str, responder: "Responder") -> Optional[Tuple[bool, str]]:
         """Run one request (called by a Rust worker thread with the GIL held)."""
         debug = cls.backend_config.debug
 
@@ -261,9 +261,29 @@ class BackendModule(SchemaExtraMixin, RootModel):
             return failure("error processing request", e)
         try:
             result = cls._run_model(model, payload, responder)
+            if isinstance(result, PendingResult):
+                cls._answer_later(result, responder)
+                return None
             return True, result.model_dump_json()
         except Exception as e:
             return failure("error executing request", e)
+
+    @classmethod
+    def _answer_later(cls, pending: PendingResult, responder: "Responder") -> None:
+        """Run an ``async def`` member on the backend's event loop; its reply goes out when it finishes."""
+
+        async def reply_text() -> str:
+            return (await pending.resolve()).model_dump_json()
+
+        def done(ok: bool, text: str) -> None:
+            status = Status.SUCCESS.value if ok else Status.ERROR.value
+            responder.send("response", text, status=status, wait=False)
+
+        try:
+            cls.pulsar.event_loop.submit(reply_text, done)
+        except BaseException:
+            pending.close()
+            raise
 
     @classmethod
     def _run_model(cls, model: "BackendModule", payload: str, responder: "Responder") -> ReturnModel:
@@ -304,7 +324,16 @@ class BackendModule(SchemaExtraMixin, RootModel):
             for report in reports:
                 report._pulsar = consumer  # type: ignore[assignment]
                 report._request = msg
-            return model()
+            result = model()
+        if isinstance(result, PendingResult):
+            inner = result.awaitable
+
+            async def reporting() -> Any:
+                with consumer.handling(msg, responder):
+                    return await inner
+
+            result.awaitable = reporting()
+        return result
 
     @classmethod
     def handle_message(cls, request_msg: Dict[str, Any]) -> None:
@@ -320,7 +349,11 @@ class BackendModule(SchemaExtraMixin, RootModel):
         except Exception as e:
             consumer.send_error(request_msg, f"error processing request: {e}")
             return
-        ok, text = cls._handle_payload(payload, call.responder)
+        outcome = cls._handle_payload(payload, call.responder)
+        if outcome is None:  # an async member: it answers when it finishes
+            call.answered = True
+            return
+        ok, text = outcome
         if ok:
             consumer.send_response(request_msg, text, response_properties={"status": Status.SUCCESS})
         else:
@@ -403,8 +436,11 @@ class BackendModule(SchemaExtraMixin, RootModel):
 
     @classmethod
     def process_request(cls, request: Union["BackendModule", IO, Dict[str, Any]]) -> ReturnModel:
-        """Run `request` locally, without the broker."""
-        return cls._validated(request)()
+        """Run `request` locally, without the broker (an ``async def`` member on an event loop of its own)."""
+        result = cls._validated(request)()
+        if isinstance(result, PendingResult):
+            return utils.run_async(result.resolve)
+        return result
 
     @classmethod
     def shell(cls) -> None:

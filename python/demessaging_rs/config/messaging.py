@@ -41,7 +41,8 @@ class BaseMessagingConfig(BaseSettings):
         default=None,
         description=(
             "Number of requests that may wait for a free worker; further requests are answered with an error "
-            "at once. Must not be smaller than max_workers (default: 100 per worker)."
+            "at once. Must not be smaller than max_workers. Default: no limit, as the reference; a saturated "
+            "backend then stops taking deliveries and the broker holds the rest, so memory stays bounded."
         ),
     )
 
@@ -66,6 +67,22 @@ class BaseMessagingConfig(BaseSettings):
     call_timeout: PositiveFloat = Field(
         default=600.0,
         description="Seconds a client waits for a response before raising TimeoutError.",
+    )
+
+    request_timeout: Optional[PositiveFloat] = Field(
+        default=None,
+        description=(
+            "Seconds an `async def` member of a backend may run; then it is cancelled and the caller gets an "
+            "error reply. Default: no limit (the caller's call_timeout still ends its wait)."
+        ),
+    )
+
+    drain_timeout: PositiveFloat = Field(
+        default=30.0,
+        description=(
+            "Seconds that running requests get to finish when a backend stops (Ctrl-C, SIGTERM); `async def` "
+            "requests still running then are cancelled and their callers get an error reply."
+        ),
     )
 
     subscription_type: Optional[str] = Field(

@@ -21,6 +21,7 @@ from demessaging_rs.messaging.constants import MessageType, PropertyKeys, Status
 
 if TYPE_CHECKING:
     from demessaging_rs._core import Backend, Responder
+    from demessaging_rs.backend._eventloop import BackendEventLoop
     from demessaging_rs.backend.module import ModuleAPIModel
     from demessaging_rs.config import BaseMessagingConfig
 
@@ -73,6 +74,7 @@ class MessageConsumer(WebsocketConnection):
         self.connection_attempts = 0
         self.subscription: Optional["Backend"] = None
         self._payload_handler = payload_handler
+        self._event_loop: Optional["BackendEventLoop"] = None
         self._calls: Dict[str, _Call] = {}
         self._lock = threading.Lock()
         self.setup_subscription()
@@ -95,7 +97,27 @@ class MessageConsumer(WebsocketConnection):
             "api_info": None if self.api_info is None else self.api_info.model_dump_json(),
         }
         self.connection_attempts += 1
-        self.subscription = Backend(mc.connection_settings(), serve, self._dispatch)
+        self.subscription = Backend(mc.connection_settings(), serve, self._dispatch, on_drain=self._drain)
+
+    @property
+    def event_loop(self) -> "BackendEventLoop":
+        """The event loop that runs the ``async def`` members (started on first use)."""
+        from demessaging_rs.backend._eventloop import BackendEventLoop
+
+        with self._lock:
+            if self._event_loop is None:
+                self._event_loop = BackendEventLoop(
+                    limit=getattr(self.pulsar_config, "max_async_requests", None) or 1000,
+                    request_timeout=getattr(self.pulsar_config, "request_timeout", None),
+                )
+            return self._event_loop
+
+    def _drain(self) -> None:
+        """At shutdown (called by the core before the reply connections close): finish async requests."""
+        with self._lock:
+            loop, self._event_loop = self._event_loop, None
+        if loop is not None:
+            loop.shutdown(timeout=float(getattr(self.pulsar_config, "drain_timeout", 30.0)))
 
     def wait_for_request(self) -> None:
         """Serve until :meth:`disconnect` (from another thread) or Ctrl-C; running requests finish first."""
@@ -103,7 +125,7 @@ class MessageConsumer(WebsocketConnection):
             self.setup_subscription()
         assert self.subscription is not None
         logger.info("waiting for incoming request")
-        self.subscription.run()
+        self.subscription.run(drain_timeout=float(getattr(self.pulsar_config, "drain_timeout", 30.0)))
 
     def disconnect(self) -> None:
         """Stop serving (a running :meth:`wait_for_request` returns after the running requests)."""

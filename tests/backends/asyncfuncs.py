@@ -1,0 +1,47 @@
+"""A backend with `async def` members (they run on the backend's event loop) next to a sync one."""
+
+import asyncio
+from typing import List
+
+from demessaging_rs import main
+
+__all__ = ["nap", "afail", "forever", "add", "Greeter"]
+
+
+async def nap(seconds: float) -> float:
+    """Await `seconds`, then return them."""
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+async def afail(message: str) -> str:
+    """Raise with `message` after a first await."""
+    await asyncio.sleep(0)
+    raise RuntimeError(message)
+
+
+async def forever() -> str:
+    """Never return."""
+    await asyncio.Event().wait()
+    return "unreachable"
+
+
+def add(a: int, b: int) -> int:
+    """Add (a sync member on the worker threads)."""
+    return a + b
+
+
+class Greeter:
+    """A class with an async method."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    async def greet(self, times: int) -> List[str]:
+        """Greet `times` times."""
+        await asyncio.sleep(0.01)
+        return [f"hi {self.name}"] * times
+
+
+if __name__ == "__main__":
+    main()
