@@ -101,20 +101,25 @@ def slugify(value: str) -> str:
 
 
 def get_module_imports(mod: Any) -> str:
-    """The module-level import statements of a module's source, for generated client stubs."""
+    """The import statements in a module's source, in source order, for generated client stubs.
+
+    As in the reference (which collects them with isort), imports anywhere in the module count, also
+    those under ``try``/``if`` blocks and inside functions or classes; ``from __future__`` imports are left
+    out (they would not be the first statement of the stub) and repeated statements are kept once.
+    """
     import ast
 
     try:
         tree = ast.parse(inspect.getsource(mod))
     except (OSError, TypeError, SyntaxError):
         return ""
-    lines = []
-    for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and not (
-            isinstance(node, ast.ImportFrom) and node.module == "__future__"
-        ):
-            lines.append(ast.unparse(node))
-    return "\n".join(lines)
+    nodes = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import) or (isinstance(node, ast.ImportFrom) and node.module != "__future__")
+    ]
+    nodes.sort(key=lambda node: (node.lineno, node.col_offset))
+    return "\n".join(dict.fromkeys(ast.unparse(node) for node in nodes))
 
 
 class AsyncIoThread(threading.Thread):
