@@ -119,7 +119,7 @@ fn opt_scalar<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Strin
 /// Producer → broker: publish one message.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PublishFrame {
-    /// Base64 payload; `None` when the field is missing (an error the broker reports).
+    /// Base64 payload; `None` when the field is missing (the broker delivers it as empty).
     #[serde(default)]
     pub payload: Option<String>,
     /// Message properties.
