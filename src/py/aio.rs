@@ -32,12 +32,32 @@ struct Done {
     outcome: Outcome,
 }
 
-/// Receives outcomes from any thread and completes their futures on one event loop.
-#[pyclass(frozen, module = "demessaging_rs._core")]
-pub(crate) struct Completer {
+/// The part of a completer that other threads use: plain Rust, no Python references (a future travels
+/// into the queue and is only touched again, and dropped, on the loop).
+pub(crate) struct Shared {
     queue: Mutex<Vec<Done>>,
     scheduled: AtomicBool,
     wake_tx: UnixStream,
+}
+
+impl Shared {
+    /// Queue the outcome of `future`; wakes the loop if it is not already due to drain. Any thread, no GIL.
+    pub(crate) fn push(&self, future: Py<PyAny>, outcome: Outcome) {
+        self.queue
+            .lock()
+            .expect("completer queue")
+            .push(Done { future, outcome });
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            // a full socket buffer means a wake-up is pending anyway
+            let _ = (&self.wake_tx).write(&[1]);
+        }
+    }
+}
+
+/// Receives outcomes from any thread and completes their futures on one event loop.
+#[pyclass(frozen, module = "demessaging_rs._core")]
+pub(crate) struct Completer {
+    shared: Arc<Shared>,
     wake_rx: UnixStream,
     event_loop: Mutex<Option<Py<PyAny>>>,
 }
@@ -62,9 +82,11 @@ impl Completer {
         let completer = Bound::new(
             py,
             Completer {
-                queue: Mutex::new(Vec::new()),
-                scheduled: AtomicBool::new(false),
-                wake_tx,
+                shared: Arc::new(Shared {
+                    queue: Mutex::new(Vec::new()),
+                    scheduled: AtomicBool::new(false),
+                    wake_tx,
+                }),
                 wake_rx,
                 event_loop: Mutex::new(Some(event_loop.clone().unbind())),
             },
@@ -72,18 +94,6 @@ impl Completer {
         event_loop.call_method1("add_reader", (fd, completer.getattr("drain")?))?;
         event_loop.setattr(LOOP_ATTR, &completer)?;
         Ok((event_loop, completer))
-    }
-
-    /// Queue the outcome of `future`; wakes the loop if it is not already due to drain. Any thread, no GIL.
-    pub(crate) fn push(&self, future: Py<PyAny>, outcome: Outcome) {
-        self.queue
-            .lock()
-            .expect("completer queue")
-            .push(Done { future, outcome });
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
-            // a full socket buffer means a wake-up is pending anyway
-            let _ = (&self.wake_tx).write(&[1]);
-        }
     }
 }
 
@@ -101,8 +111,8 @@ impl Completer {
             }
         }
         // clear before taking, so a push after the take wakes the loop again
-        self.scheduled.store(false, Ordering::Release);
-        let batch = std::mem::take(&mut *self.queue.lock().expect("completer queue"));
+        self.shared.scheduled.store(false, Ordering::Release);
+        let batch = std::mem::take(&mut *self.shared.queue.lock().expect("completer queue"));
         for done in batch {
             let fut = done.future.bind(py);
             if fut.call_method0("done")?.is_truthy()? {
@@ -160,15 +170,30 @@ where
 {
     let (event_loop, completer) = Completer::of_running_loop(py)?;
     let future = event_loop.call_method0("create_future")?;
-    let completer: Arc<Py<Completer>> = Arc::new(completer.unbind());
+    let shared = completer.get().shared.clone();
     let target = future.clone().unbind();
     let task = super::runtime::get().spawn(async move {
         let outcome = work.await;
-        completer.get().push(target, outcome);
+        shared.push(target, outcome);
     });
     let abort = AbortOnCancel {
         task: task.abort_handle(),
     };
     future.call_method1("add_done_callback", (abort,))?;
+    Ok(future)
+}
+
+/// Start a call with `start(on_done)` (which writes the request, GIL released) and return an asyncio future
+/// of the running loop that `on_done` completes through the loop's completer.
+pub(crate) fn start_for_loop<'py, F>(py: Python<'py>, start: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: FnOnce(crate::client::OnDone) -> Result<(), ClientError> + Send,
+{
+    let (event_loop, completer) = Completer::of_running_loop(py)?;
+    let future = event_loop.call_method0("create_future")?;
+    let shared = completer.get().shared.clone();
+    let target = future.clone().unbind();
+    let on_done: crate::client::OnDone = Box::new(move |outcome| shared.push(target, outcome));
+    py.detach(|| start(on_done)).map_err(client_err)?;
     Ok(future)
 }

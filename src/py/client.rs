@@ -150,6 +150,12 @@ async fn connection(cfg: &ClientConfig, slot: &tokio::sync::Mutex<Option<RsClien
 }
 
 impl Client {
+    /// The live connection if there is one (never waits).
+    fn live(&self) -> Option<RsClient> {
+        let guard = self.conn.try_lock().ok()?;
+        guard.as_ref().filter(|c| !c.is_closed()).cloned()
+    }
+
     /// The live connection; opened (again) here when missing or lost.
     fn connected(&self, py: Python<'_>) -> PyResult<RsClient> {
         if let Ok(guard) = self.conn.try_lock() {
@@ -246,6 +252,14 @@ impl Client {
         let mt = self::message_type(message_type)?;
         let payload = payload_bytes(payload)?;
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
+        #[cfg(unix)]
+        if let Some(c) = self.live() {
+            // connected: no task for this call, the request is written here and the reply completes the
+            // future from the reader task through the loop's completer
+            return super::aio::start_for_loop(py, move |on_done| {
+                c.start_with_callback(mt, payload, timeout, &label, on_done)
+            });
+        }
         let (cfg, slot) = (self.cfg.clone(), self.conn.clone());
         let work = async move {
             let c = connection(&cfg, &slot).await?;

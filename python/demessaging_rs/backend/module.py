@@ -422,9 +422,21 @@ class BackendModule(SchemaExtraMixin, RootModel):
         Cancelling the awaiting task forgets the call; errors and timeouts as in :meth:`send_request`
         (progress reports are not delivered to asyncio callers)."""
         member, label, body = cls._call_args(request)
-        producer = cls.backend_config.messaging_config.producer
-        status, payload, _props = await producer.call_async(body, timeout=timeout, label=label)
+        client, call_timeout = cls._async_client()
+        limit = call_timeout if timeout is None else float(timeout)
+        # NOTE: awaits the core's future directly (no coroutine layer of MessageProducer in between)
+        status, payload, _props = await client.call_async("request", body, limit, label)
         return cls._result(member, status, payload)
+
+    @classmethod
+    def _async_client(cls) -> Tuple[Any, float]:
+        """The core client of this module's producer and its call timeout (looked up once per class)."""
+        cached = cls.__dict__.get("_dasf_async_client")
+        mc = cls.backend_config.messaging_config
+        if cached is None or cached[0] is not mc:
+            cached = (mc, mc.producer._client, float(mc.call_timeout))
+            type.__setattr__(cls, "_dasf_async_client", cached)
+        return cached[1], cached[2]
 
     def compute(self) -> BaseModel:
         """Send this request to the backend and return the result."""
