@@ -402,7 +402,7 @@ impl Client {
     /// are delivered by the reader task and timeouts by one sweeper per client (see `sweep_deadlines`).
     ///
     /// NOTE: against spawning the async `call` per request, this saves a task, a cross-thread wake-up and a
-    /// oneshot per call (1000 asyncio calls in flight: client CPU 33 -> see the closing note of issue 15).
+    /// oneshot per call (one run, 1000 asyncio calls in flight: client CPU 33 -> 23 µs per call).
     pub fn start_with_callback(
         &self,
         msg_type: MessageType,
@@ -423,7 +423,7 @@ impl Client {
         if self
             .inner
             .producer
-            .send_blocking(frames.into_iter().map(WsMessage::text))
+            .enqueue(frames.into_iter().map(WsMessage::text).collect())
             .is_err()
         {
             resolve(&self.inner, &context, Err(ClientError::ConnectionLost));
