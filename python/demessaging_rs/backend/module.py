@@ -400,7 +400,7 @@ class BackendModule(SchemaExtraMixin, RootModel):
         `on_progress` as deprogressapi reports (see :func:`~demessaging_rs.messaging.producer.decode_progress`).
         """
         member, label, body = cls._call_args(request)
-        producer = cls.backend_config.messaging_config.producer
+        client, call_timeout = cls._core_client()
         progress = None
         if on_progress is None and _declares_reports(member):
             on_progress = show_report  # what the reference's client does with them
@@ -410,7 +410,8 @@ class BackendModule(SchemaExtraMixin, RootModel):
             def progress(payload: bytes, _props: Dict[str, str]) -> None:
                 on_progress(decode_progress(payload))
 
-        status, payload = producer.call(body, timeout=timeout, label=label, on_progress=progress)
+        limit = call_timeout if timeout is None else float(timeout)
+        status, payload, _props = client.call("request", body, limit, label, progress)
         return cls._result(member, status, payload)
 
     @classmethod
@@ -422,21 +423,21 @@ class BackendModule(SchemaExtraMixin, RootModel):
         Cancelling the awaiting task forgets the call; errors and timeouts as in :meth:`send_request`
         (progress reports are not delivered to asyncio callers)."""
         member, label, body = cls._call_args(request)
-        client, call_timeout = cls._async_client()
+        client, call_timeout = cls._core_client()
         limit = call_timeout if timeout is None else float(timeout)
         # NOTE: awaits the core's future directly (no coroutine layer of MessageProducer in between)
         status, payload, _props = await client.call_async("request", body, limit, label)
         return cls._result(member, status, payload)
 
     @classmethod
-    def _async_client(cls) -> Tuple[Any, float]:
-        """The core client of this module's producer and its call timeout (looked up once per class)."""
-        cached = cls.__dict__.get("_dasf_async_client")
+    def _core_client(cls) -> Tuple[Any, float]:
+        """The core client of this module's producer (looked up once per class) and the call timeout."""
         mc = cls.backend_config.messaging_config
+        cached = cls.__dict__.get("_dasf_core_client")
         if cached is None or cached[0] is not mc:
-            cached = (mc, mc.producer._client, float(mc.call_timeout))
-            type.__setattr__(cls, "_dasf_async_client", cached)
-        return cached[1], cached[2]
+            cached = (mc, mc.producer._client)
+            type.__setattr__(cls, "_dasf_core_client", cached)
+        return cached[1], float(mc.call_timeout)
 
     def compute(self) -> BaseModel:
         """Send this request to the backend and return the result."""
