@@ -192,6 +192,10 @@ pub struct SharedWriter {
     handle: tokio::runtime::Handle,
     /// Frames queued by [`SharedWriter::enqueue`], written in batches by one task.
     queue: std::sync::OnceLock<mpsc::Sender<Message>>,
+    /// Set once a queued write failed: `enqueue` refuses from then on.
+    broken: std::sync::atomic::AtomicBool,
+    /// Where queued frames go that could not be written (see [`SharedWriter::on_unsent`]).
+    unsent: std::sync::OnceLock<Box<dyn Fn(Vec<Message>) + Send + Sync>>,
 }
 
 /// Frames [`SharedWriter::enqueue`] may hold before callers write themselves.
@@ -205,6 +209,9 @@ impl SharedWriter {
     /// NOTE: one write per request cost the asyncio caller (and the broker it wakes) a syscall and a
     /// wake-up each; with 1000 calls in flight the requests of a loop iteration now leave together.
     pub fn enqueue(self: &Arc<Self>, msgs: Vec<Message>) -> Result<(), TransportError> {
+        if self.broken.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(TransportError::Ws("the connection failed".into()));
+        }
         let tx = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUED_FRAMES);
             self.handle.spawn(drain_queue(Arc::downgrade(self), rx));
@@ -239,26 +246,51 @@ impl SharedWriter {
         self.handle.block_on(self.send(msgs))
     }
 
+    /// Hand frames that [`SharedWriter::enqueue`] accepted but could not write (the connection failed) to
+    /// `handler`, e.g. to send them again on a new connection. Set once, before the first `enqueue`.
+    pub fn on_unsent(&self, handler: impl Fn(Vec<Message>) + Send + Sync + 'static) {
+        let _ = self.unsent.set(Box::new(handler));
+    }
+
     /// Close the socket politely.
     pub async fn close(&self) {
         let _ = self.sink.lock().await.close().await;
     }
 }
 
-/// The task behind [`SharedWriter::enqueue`]: feeds every queued frame, then flushes once.
+/// The task behind [`SharedWriter::enqueue`]: feeds every queued frame, then flushes once. When a write
+/// fails, the frame and everything still queued go to the writer's `on_unsent` handler (or are reported).
 async fn drain_queue(writer: std::sync::Weak<SharedWriter>, mut rx: mpsc::Receiver<Message>) {
     while let Some(first) = rx.recv().await {
         let Some(w) = writer.upgrade() else { return };
         let mut sink = w.sink.lock().await;
         let mut batch = Some(first);
+        let mut failed = None;
         while let Some(m) = batch.take().or_else(|| rx.try_recv().ok()) {
-            if sink.feed(m).await.is_err() {
-                return; // the connection is gone; its reader reports that to the callers
+            if let Err(e) = sink.feed(m.clone()).await {
+                failed = Some((vec![m], e));
+                break;
             }
         }
-        if sink.flush().await.is_err() {
-            return;
+        if failed.is_none() {
+            if let Err(e) = sink.flush().await {
+                failed = Some((Vec::new(), e));
+            }
         }
+        let Some((mut unsent, e)) = failed else { continue };
+        w.broken.store(true, std::sync::atomic::Ordering::Release);
+        rx.close();
+        while let Ok(m) = rx.try_recv() {
+            unsent.push(m);
+        }
+        match w.unsent.get() {
+            Some(handler) if !unsent.is_empty() => handler(unsent),
+            _ if unsent.is_empty() => {}
+            _ => {
+                tracing::error!(target: "demessaging_rs.transport", "write failed ({e}); {} queued frames not sent", unsent.len())
+            }
+        }
+        return;
     }
 }
 
@@ -270,6 +302,8 @@ pub fn shared_writer(ws: WsStream, opts: &ConnectOptions) -> (Arc<SharedWriter>,
         sink: tokio::sync::Mutex::new(sink),
         handle: tokio::runtime::Handle::current(),
         queue: std::sync::OnceLock::new(),
+        broken: std::sync::atomic::AtomicBool::new(false),
+        unsent: std::sync::OnceLock::new(),
     });
     if let Some(every) = opts.ping_interval {
         let weak = Arc::downgrade(&writer);
