@@ -105,6 +105,8 @@ pub struct Replier {
     meta: RequestMeta,
     source_topic: Arc<str>,
     max_payload_size: usize,
+    /// Requests inside the backend (queued or running): with others around, replies are batched.
+    load: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Replier {
@@ -137,7 +139,9 @@ impl Replier {
         extra: Vec<(String, Value)>,
     ) {
         let frames = self.frames(msg_type, status, payload, extra);
-        self.router.send_blocking(&self.meta.response_topic, frames);
+        // alone: write now (latency); with other requests in the backend: queue for a batched write
+        let busy = self.load.load(std::sync::atomic::Ordering::Relaxed) > 1;
+        self.router.send_blocking(&self.meta.response_topic, frames, busy);
     }
 
     /// Send a message to the caller from a tokio task.
@@ -178,6 +182,7 @@ pub async fn run(cfg: BackendConfig, handler: Arc<dyn Handler>, cancel: Cancella
         tokio::runtime::Handle::current(),
     );
     let ctx = Dispatcher {
+        load: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_workers + cfg.queue_size)),
         source_topic: Arc::from(cfg.topic.as_str()),
         router: router.clone(),
@@ -193,6 +198,8 @@ pub async fn run(cfg: BackendConfig, handler: Arc<dyn Handler>, cancel: Cancella
 
 struct Dispatcher {
     cfg: BackendConfig,
+    /// Requests handed to the pool and not finished yet.
+    load: Arc<std::sync::atomic::AtomicUsize>,
     /// One permit per request inside the backend (running or queued) when deliveries wait for room.
     slots: Arc<tokio::sync::Semaphore>,
     source_topic: Arc<str>,
@@ -254,6 +261,7 @@ impl Dispatcher {
             meta,
             source_topic: self.source_topic.clone(),
             max_payload_size: self.cfg.max_payload_size,
+            load: self.load.clone(),
         }
     }
 
@@ -393,16 +401,22 @@ impl Dispatcher {
         } else {
             self.slots.clone().acquire_owned().await.ok()
         };
+        let load = self.load.clone();
+        load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let job = Box::new(move || {
             let _slot = slot;
-            let (status, body) = match handler.handle(&request, &replier) {
-                Some(Ok(body)) => (Status::Success, body),
-                Some(Err(text)) => (Status::Error, text),
-                None => return,
+            let outcome = match handler.handle(&request, &replier) {
+                Some(Ok(body)) => Some((Status::Success, body)),
+                Some(Err(text)) => Some((Status::Error, text)),
+                None => None,
             };
-            replier.send_blocking(MessageType::Response, Some(status), body.into_bytes(), Vec::new());
+            if let Some((status, body)) = outcome {
+                replier.send_blocking(MessageType::Response, Some(status), body.into_bytes(), Vec::new());
+            }
+            replier.load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
         if self.pool.try_submit(job).is_err() {
+            load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             self.error_reply(meta, QUEUE_OVERFLOW.to_owned()).await;
         }
     }

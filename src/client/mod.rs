@@ -423,7 +423,7 @@ impl Client {
         if self
             .inner
             .producer
-            .enqueue(frames.into_iter().map(WsMessage::text).collect())
+            .enqueue(frames.into_iter().map(WsMessage::text).collect(), false)
             .is_err()
         {
             resolve(&self.inner, &context, Err(ClientError::ConnectionLost));

@@ -208,9 +208,27 @@ impl SharedWriter {
     ///
     /// NOTE: one write per request cost the asyncio caller (and the broker it wakes) a syscall and a
     /// wake-up each; with 1000 calls in flight the requests of a loop iteration now leave together.
-    pub fn enqueue(self: &Arc<Self>, msgs: Vec<Message>) -> Result<(), TransportError> {
+    ///
+    /// With `direct_if_idle`, frames are written on the calling thread when nothing is queued and nobody
+    /// writes (no hand-off for a lone message: its latency stays that of a direct write).
+    pub fn enqueue(self: &Arc<Self>, msgs: Vec<Message>, direct_if_idle: bool) -> Result<(), TransportError> {
         if self.broken.load(std::sync::atomic::Ordering::Acquire) {
             return Err(TransportError::Ws("the connection failed".into()));
+        }
+        // Frames queued before stay ahead: the direct path is only taken when the queue is empty while the
+        // socket is held.
+        let idle = |tx: Option<&mpsc::Sender<Message>>| tx.is_none_or(|tx| tx.capacity() == tx.max_capacity());
+        if direct_if_idle && idle(self.queue.get()) {
+            if let Ok(mut sink) = self.sink.try_lock() {
+                if idle(self.queue.get()) {
+                    return self.handle.block_on(async move {
+                        for m in msgs {
+                            sink.feed(m).await.map_err(|e| TransportError::Ws(e.to_string()))?;
+                        }
+                        sink.flush().await.map_err(|e| TransportError::Ws(e.to_string()))
+                    });
+                }
+            }
         }
         let tx = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUED_FRAMES);
