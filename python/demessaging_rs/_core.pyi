@@ -61,7 +61,10 @@ class Client:
         on_progress: Optional[Callable[[bytes, Dict[str, str]], Any]] = None,
     ) -> Reply:
         """Send a message and wait (GIL released) for the reply ``(status, payload, properties)``."""
-    def call_async(self, message_type: str, payload: Union[str, bytes], timeout: float, label: str) -> Awaitable[Reply]: ...
+    def call_async(
+        self, message_type: str, payload: Union[str, bytes], timeout: float, label: str, properties: bool = True
+    ) -> Awaitable[Tuple[str, bytes, Optional[Dict[str, str]]]]:
+        """Awaitable `call` (no progress callback); with ``properties=False`` the third item is ``None``."""
     def close(self) -> None: ...
 
 @final

@@ -30,6 +30,8 @@ pub(crate) type Outcome = Result<Reply, ClientError>;
 struct Done {
     future: Py<PyAny>,
     outcome: Outcome,
+    /// Whether the result carries the reply's properties (a dict) or `None` in their place.
+    properties: bool,
 }
 
 /// The part of a completer that other threads use: plain Rust, no Python references (a future travels
@@ -42,11 +44,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Queue the outcome of `future`; wakes the loop if it is not already due to drain. Any thread, no GIL.
-    pub(crate) fn push(&self, future: Py<PyAny>, outcome: Outcome) {
-        self.queue
-            .lock()
-            .expect("completer queue")
-            .push(Done { future, outcome });
+    pub(crate) fn push(&self, future: Py<PyAny>, outcome: Outcome, properties: bool) {
+        self.queue.lock().expect("completer queue").push(Done {
+            future,
+            outcome,
+            properties,
+        });
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             // a full socket buffer means a wake-up is pending anyway
             let _ = (&self.wake_tx).write(&[1]);
@@ -118,11 +121,16 @@ impl Completer {
             if fut.call_method0("done")?.is_truthy()? {
                 continue; // cancelled meanwhile
             }
-            match done
-                .outcome
-                .map_err(client_err)
-                .and_then(|r| super::client::reply_to_py(py, r))
-            {
+            let reply = done.outcome.map_err(client_err).and_then(|r| {
+                if done.properties {
+                    super::client::reply_to_py(py, r)?
+                        .into_pyobject(py)
+                        .map(|t| t.into_any().unbind())
+                } else {
+                    super::client::reply_to_py_bare(py, r)
+                }
+            });
+            match reply {
                 Ok(reply) => fut.call_method1("set_result", (reply,))?,
                 Err(e) => fut.call_method1("set_exception", (e.into_value(py),))?,
             };
@@ -164,7 +172,7 @@ impl AbortOnCancel {
 
 /// Start `work` on the runtime and return an asyncio future of the running loop that resolves to its
 /// outcome; cancelling the future drops `work`.
-pub(crate) fn spawn_for_loop<'py, F>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
+pub(crate) fn spawn_for_loop<'py, F>(py: Python<'py>, work: F, properties: bool) -> PyResult<Bound<'py, PyAny>>
 where
     F: std::future::Future<Output = Outcome> + Send + 'static,
 {
@@ -174,7 +182,7 @@ where
     let target = future.clone().unbind();
     let task = super::runtime::get().spawn(async move {
         let outcome = work.await;
-        shared.push(target, outcome);
+        shared.push(target, outcome, properties);
     });
     let abort = AbortOnCancel {
         task: task.abort_handle(),
@@ -185,7 +193,7 @@ where
 
 /// Start a call with `start(on_done)` (which writes the request, GIL released) and return an asyncio future
 /// of the running loop that `on_done` completes through the loop's completer.
-pub(crate) fn start_for_loop<'py, F>(py: Python<'py>, start: F) -> PyResult<Bound<'py, PyAny>>
+pub(crate) fn start_for_loop<'py, F>(py: Python<'py>, start: F, properties: bool) -> PyResult<Bound<'py, PyAny>>
 where
     F: FnOnce(crate::client::OnDone) -> Result<(), ClientError> + Send,
 {
@@ -193,7 +201,7 @@ where
     let future = event_loop.call_method0("create_future")?;
     let shared = completer.get().shared.clone();
     let target = future.clone().unbind();
-    let on_done: crate::client::OnDone = Box::new(move |outcome| shared.push(target, outcome));
+    let on_done: crate::client::OnDone = Box::new(move |outcome| shared.push(target, outcome, properties));
     py.detach(|| start(on_done)).map_err(client_err)?;
     Ok(future)
 }

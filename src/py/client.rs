@@ -129,6 +129,12 @@ fn props_to_py<'py>(py: Python<'py>, props: Properties) -> PyResult<Bound<'py, P
 
 type PyReply = (String, Py<PyBytes>, Py<PyDict>);
 
+/// `(status, payload, None)`: a reply without its properties (cheaper when the caller ignores them).
+pub(crate) fn reply_to_py_bare(py: Python<'_>, r: Reply) -> PyResult<Py<PyAny>> {
+    let t = (r.status.as_str(), PyBytes::new(py, &r.payload), py.None()).into_pyobject(py)?;
+    Ok(t.into_any().unbind())
+}
+
 pub(crate) fn reply_to_py(py: Python<'_>, r: Reply) -> PyResult<PyReply> {
     let props = props_to_py(py, r.properties)?;
     Ok((
@@ -240,7 +246,9 @@ impl Client {
     }
 
     /// Async variant of `call` (no progress callback): an asyncio future of the running loop resolving to
-    /// the same tuple. Cancelling it forgets the call.
+    /// the same tuple (with `properties=False`, `None` in place of the properties). Cancelling it forgets the
+    /// call.
+    #[pyo3(signature = (message_type, payload, timeout, label, properties=true))]
     fn call_async<'py>(
         &self,
         py: Python<'py>,
@@ -248,6 +256,7 @@ impl Client {
         payload: &Bound<'py, PyAny>,
         timeout: f64,
         label: String,
+        properties: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let mt = self::message_type(message_type)?;
         let payload = payload_bytes(payload)?;
@@ -256,9 +265,11 @@ impl Client {
         if let Some(c) = self.live() {
             // connected: no task for this call, the request is written here and the reply completes the
             // future from the reader task through the loop's completer
-            return super::aio::start_for_loop(py, move |on_done| {
-                c.start_with_callback(mt, payload, timeout, &label, on_done)
-            });
+            return super::aio::start_for_loop(
+                py,
+                move |on_done| c.start_with_callback(mt, payload, timeout, &label, on_done),
+                properties,
+            );
         }
         let (cfg, slot) = (self.cfg.clone(), self.conn.clone());
         let work = async move {
@@ -267,7 +278,7 @@ impl Client {
         };
         #[cfg(unix)]
         {
-            super::aio::spawn_for_loop(py, work)
+            super::aio::spawn_for_loop(py, work, properties)
         }
         #[cfg(not(unix))]
         {

@@ -371,7 +371,7 @@ class BackendModule(SchemaExtraMixin, RootModel):
     @classmethod
     def _call_args(cls, request: Union["BackendModule", IO, Dict[str, Any]]) -> Tuple[Any, str, str]:
         """The validated request's member, the call's label and its JSON."""
-        model = cls._validated(request)
+        model = cls.model_validate(request) if type(request) is dict else cls._validated(request)
         member = model.root
         label = getattr(member, "class_name", None) or getattr(member, "func_name", "request")
         return member, str(label), model.model_dump_json()
@@ -425,8 +425,9 @@ class BackendModule(SchemaExtraMixin, RootModel):
         member, label, body = cls._call_args(request)
         client, call_timeout = cls._core_client()
         limit = call_timeout if timeout is None else float(timeout)
-        # NOTE: awaits the core's future directly (no coroutine layer of MessageProducer in between)
-        status, payload, _props = await client.call_async("request", body, limit, label)
+        # NOTE: awaits the core's future directly (no coroutine layer of MessageProducer in between), and
+        # without the reply's properties (no dict per call)
+        status, payload, _ = await client.call_async("request", body, limit, label, False)
         return cls._result(member, status, payload)
 
     @classmethod
