@@ -71,7 +71,7 @@ pub type OnDone = Box<dyn FnOnce(Result<Reply, ClientError>) + Send>;
 /// Where the outcome of a call goes: an async waiter, a blocking (non-tokio) thread, or a callback.
 enum Notify {
     Async(oneshot::Sender<Result<Reply, ClientError>>),
-    Sync(crossbeam_channel::Sender<Result<Reply, ClientError>>),
+    Sync(Arc<Slot>),
     Callback(OnDone),
 }
 
@@ -81,11 +81,41 @@ impl Notify {
             Self::Async(tx) => {
                 let _ = tx.send(r);
             }
-            Self::Sync(tx) => {
-                let _ = tx.try_send(r);
-            }
+            Self::Sync(slot) => slot.put(r),
             Self::Callback(f) => f(r),
         }
+    }
+}
+
+/// The outcome of a blocking call: filled once by the reader, taken by the waiting thread. A mutex and a
+/// condition variable, no spinning.
+///
+/// NOTE: crossbeam's channel spins (and yields) before it parks; with 8 Python threads calling on 2 cores
+/// that spinning showed up as CPU per call.
+#[derive(Default)]
+pub(crate) struct Slot {
+    value: Mutex<Option<Result<Reply, ClientError>>>,
+    ready: std::sync::Condvar,
+}
+
+impl Slot {
+    fn put(&self, r: Result<Reply, ClientError>) {
+        *self.value.lock().expect("slot lock") = Some(r);
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Option<Result<Reply, ClientError>> {
+        self.value.lock().expect("slot lock").take()
+    }
+
+    /// Wait at most `limit` for the outcome.
+    fn wait(&self, limit: Duration) -> Option<Result<Reply, ClientError>> {
+        let guard = self.value.lock().expect("slot lock");
+        let (mut guard, _) = self
+            .ready
+            .wait_timeout_while(guard, limit, |v| v.is_none())
+            .expect("slot lock");
+        guard.take()
     }
 }
 
@@ -137,7 +167,7 @@ pub struct BlockingCall {
     label: String,
     deadline: Instant,
     timeout: Duration,
-    done: crossbeam_channel::Receiver<Result<Reply, ClientError>>,
+    done: Arc<Slot>,
     progress: Option<crossbeam_channel::Receiver<Progress>>,
 }
 
@@ -146,9 +176,9 @@ impl BlockingCall {
     pub fn poll(&self, slice: Duration) -> Waited {
         let now = Instant::now();
         if now >= self.deadline {
-            return match self.done.try_recv() {
-                Ok(r) => Waited::Done(r),
-                Err(_) => Waited::Done(Err(ClientError::Timeout {
+            return match self.done.take() {
+                Some(r) => Waited::Done(r),
+                None => Waited::Done(Err(ClientError::Timeout {
                     topic: self.inner.cfg.topic.clone(),
                     label: self.label.clone(),
                     timeout: self.timeout,
@@ -157,23 +187,31 @@ impl BlockingCall {
         }
         let slice = slice.min(self.deadline - now);
         match &self.progress {
-            None => match self.done.recv_timeout(slice) {
-                Ok(r) => Waited::Done(r),
-                Err(_) => Waited::Pending,
+            None => match self.done.wait(slice) {
+                Some(r) => Waited::Done(r),
+                None => Waited::Pending,
             },
             Some(prx) => {
                 // Reports are queued before the reply that follows them (one reader per socket), so draining
                 // them first hands every report over before the outcome; `ready_timeout` consumes nothing.
-                let mut sel = crossbeam_channel::Select::new();
-                sel.recv(prx);
-                sel.recv(&self.done);
-                let _ = sel.ready_timeout(slice);
-                if let Ok(p) = prx.try_recv() {
-                    return Waited::Progress(p);
-                }
-                match self.done.try_recv() {
-                    Ok(r) => Waited::Done(r),
-                    Err(_) => Waited::Pending,
+                // reports and the outcome arrive in order; a report is queued before the outcome's slot is
+                // filled, so checking the reports first never loses one
+                let deadline = Instant::now() + slice;
+                loop {
+                    if let Ok(p) = prx.try_recv() {
+                        return Waited::Progress(p);
+                    }
+                    if let Some(r) = self.done.take() {
+                        return Waited::Done(r);
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Waited::Pending;
+                    }
+                    match prx.recv_timeout(left.min(Duration::from_millis(1))) {
+                        Ok(p) => return Waited::Progress(p),
+                        Err(_) => continue,
+                    }
                 }
             }
         }
@@ -371,7 +409,8 @@ impl Client {
         label: &str,
         with_progress: bool,
     ) -> Result<BlockingCall, ClientError> {
-        let (tx, done) = crossbeam_channel::bounded(1);
+        let done = Arc::new(Slot::default());
+        let tx = done.clone();
         let (ptx, progress) = if with_progress {
             let (ptx, prx) = crossbeam_channel::bounded(64);
             (Some(ProgressSink::Sync(ptx)), Some(prx))
