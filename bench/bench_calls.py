@@ -45,7 +45,7 @@ PNG = ROOT / "bench" / "bench_calls.png"
 
 REF = "demessaging 0.6.4 (reference) + our broker"
 OURS = "demessaging-rs + our broker"
-ECHO_COLS = ["echo 100 KB", "echo 400 KB", "echo 1 MB", "echo 2 MB"]
+ECHO_COLS = ["echo 100 KB", "echo 400 KB", "echo 1 MB", "echo 2 MB", "echo 20 MB", "echo 100 MB"]
 
 
 def free_port() -> int:

@@ -188,6 +188,8 @@ def timed_echo(call: Callable[[str], Any], size: int, timeout: float) -> str:
 
 
 ECHO_SIZES = ((100_000, "echo 100 KB"), (400_000, "echo 400 KB"), (1_000_000, "echo 1 MB"), (2_000_000, "echo 2 MB"))
+# only for ours: the reference already fails from 1 MB on
+BIG_ECHO_SIZES = ((20_000_000, "echo 20 MB"), (100_000_000, "echo 100 MB"))
 
 
 # ------------------------------------------------------------------------------------------------ the systems
@@ -259,7 +261,7 @@ def run_dasf(system: str, target: str, args: argparse.Namespace, meter: Meter) -
         def call_echo(d: str) -> Any:
             return Model.send_request({"func_name": "echo", "data": d}).root
 
-        for size, label in ECHO_SIZES:
+        for size, label in ECHO_SIZES + (BIG_ECHO_SIZES if system == "ours" else ()):
             out[label] = timed_echo(call_echo, size, 60 if system == "ours" else 20)
     return out
 
