@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import threading
 from typing import Any, Dict
 
@@ -96,7 +97,12 @@ def test_send_request_is_awaitable_with_the_reference_results(consumer):
 def test_send_response_outside_a_request_is_refused_with_a_log(consumer, caplog):
     msg = {"messageId": "nope", "payload": "", "properties": {"response_topic": "t", "requestContext": "1",
                                                                "messageType": "request"}}
-    consumer.send_response(msg, "late")
+    log = logging.getLogger("demessaging_rs.messaging.consumer")
+    log.addHandler(caplog.handler)  # our logger tree does not propagate (as the reference's logging config)
+    try:
+        consumer.send_response(msg, "late")
+    finally:
+        log.removeHandler(caplog.handler)
     assert "is not being handled" in caplog.text
     assert not MessageConsumer.is_valid_request({"properties": {"response_topic": "t", "requestContext": 1}})
     assert MessageConsumer.extract_context({"properties": {"requestContext": 7}}) == "7"

@@ -45,7 +45,7 @@ __all__ = ["decode_b64_data", "decode"]
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
-def decode_b64_data(data: str) -> List:
+def decode_b64_data(data: str) -> List[float]:
     """The float values in base64 text of packed little-endian float32 numbers, as a list of floats.
 
     Raises :class:`struct.error` when the decoded byte count is not a multiple of four.

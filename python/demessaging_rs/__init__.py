@@ -9,16 +9,16 @@ from __future__ import annotations
 import atexit
 
 from demessaging_rs import _compat, _core
-from demessaging_rs._core import __version__, build_profile  # noqa: F401
+from demessaging_rs._core import __version__ as __version__, build_profile as build_profile
 from demessaging_rs.backend import BackendModule, main
 from demessaging_rs.broker import Broker
 from demessaging_rs.config import configure, registry
-from demessaging_rs.exceptions import (  # noqa: F401
-    BrokerConnectionError,
-    CallTimeout,
-    ConfigurationError,
-    DemessagingError,
-    RemoteError,
+from demessaging_rs.exceptions import (
+    BrokerConnectionError as BrokerConnectionError,
+    CallTimeout as CallTimeout,
+    ConfigurationError as ConfigurationError,
+    DemessagingError as DemessagingError,
+    RemoteError as RemoteError,
 )
 
 __all__ = ["main", "configure", "registry", "BackendModule", "Broker"]

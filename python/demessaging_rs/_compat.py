@@ -68,7 +68,7 @@ class _PlaceholderLoader(importlib.abc.Loader):
                 "unchanged code with `demessaging-rs run`."
             )
 
-        module.__getattr__ = __getattr__  # type: ignore[attr-defined]
+        setattr(module, "__getattr__", __getattr__)  # module-level __getattr__ (PEP 562)
         return module
 
     def exec_module(self, module: types.ModuleType) -> None:

@@ -1,11 +1,23 @@
 """Type stubs of the native core (``demessaging_rs._core``), kept by hand."""
 
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Union, final
+from typing import Any, Awaitable, Callable, Dict, List, Literal, Optional, Tuple, Union, final, overload
+
+__all__ = [
+    "Backend",
+    "Responder",
+    "Broker",
+    "Client",
+    "configure_rust_logging",
+    "finalize",
+    "__version__",
+    "build_profile",
+]
 
 __version__: str
 build_profile: str
 
-Reply = Tuple[str, bytes, Dict[str, str]]
+# (status, payload, properties) of a reply; a name of the stub only
+_Reply = Tuple[str, bytes, Dict[str, str]]
 
 def finalize() -> None:
     """The atexit hook (registered by ``import demessaging_rs``): from now on no thread of the core enters
@@ -19,8 +31,8 @@ def configure_rust_logging(level: int) -> None:
 class Broker:
     """The embedded broker; serving starts on construction (port 0 picks a free port)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         host: str = "127.0.0.1",
         port: int = 8080,
         *,
@@ -30,7 +42,7 @@ class Broker:
         receiver_queue_size: Optional[int] = None,
         publish_hold: Optional[float] = None,
         threads: Optional[int] = None,
-    ) -> None: ...
+    ) -> Broker: ...
     @property
     def host(self) -> str: ...
     @property
@@ -48,7 +60,7 @@ class Broker:
 class Client:
     """A multiplexed client of one backend topic; connects on first use and after a lost connection."""
 
-    def __init__(self, topic: str, connection: Dict[str, Any]) -> None: ...
+    def __new__(cls, topic: str, connection: Dict[str, Any]) -> Client: ...
     @property
     def topic(self) -> str: ...
     def connect(self) -> None: ...
@@ -59,10 +71,24 @@ class Client:
         timeout: float,
         label: str,
         on_progress: Optional[Callable[[bytes, Dict[str, str]], Any]] = None,
-    ) -> Reply:
+    ) -> _Reply:
         """Send a message and wait (GIL released) for the reply ``(status, payload, properties)``."""
+    @overload
     def call_async(
-        self, message_type: str, payload: Union[str, bytes], timeout: float, label: str, properties: bool = True
+        self,
+        message_type: str,
+        payload: Union[str, bytes],
+        timeout: float,
+        label: str,
+        properties: Literal[True] = True,
+    ) -> Awaitable[_Reply]: ...
+    @overload
+    def call_async(
+        self, message_type: str, payload: Union[str, bytes], timeout: float, label: str, properties: Literal[False]
+    ) -> Awaitable[Tuple[str, bytes, None]]: ...
+    @overload
+    def call_async(
+        self, message_type: str, payload: Union[str, bytes], timeout: float, label: str, properties: bool
     ) -> Awaitable[Tuple[str, bytes, Optional[Dict[str, str]]]]:
         """Awaitable `call` (no progress callback); with ``properties=False`` the third item is ``None``."""
     def close(self) -> None: ...
@@ -92,13 +118,13 @@ class Backend:
     """Serves a topic; `handler(payload, responder) -> (ok, text)` runs on worker threads (``None``: the
     handler answers through `responder` itself); `on_drain()` runs once at shutdown before replies close."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         connection: Dict[str, Any],
         serve: Dict[str, Any],
         handler: Callable[[str, Responder], Optional[Tuple[bool, str]]],
         on_drain: Optional[Callable[[], Any]] = None,
-    ) -> None: ...
+    ) -> Backend: ...
     @property
     def subscription(self) -> str: ...
     @property

@@ -10,12 +10,15 @@ import sys
 import time
 from itertools import chain
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, cast
 
 import yaml
 
 from demessaging_rs.config import LoggingConfig, ModuleConfig, PulsarConfig, WebsocketURLConfig
 from demessaging_rs.utils import sigterm_as_interrupt
+
+if TYPE_CHECKING:
+    from pydantic import RootModel
 
 UNKNOWN_TOPIC = "__NOTSET"
 UNKNOWN_MODULE = "__NOTSET"
@@ -39,7 +42,10 @@ def split_namespace(ns: argparse.Namespace) -> Tuple[argparse.Namespace, Dict[st
 class MessagingArgumentParser(argparse.ArgumentParser):
     """Argument parser that assembles ``messaging_config``, ``log_config`` and ``listen_config`` dicts."""
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+    # returns a new Namespace, not the (possibly other) type of `namespace`: hence the override ignore
+    def parse_known_args(  # type: ignore[override]
+        self, args: Optional[Iterable[str]] = None, namespace: Optional[argparse.Namespace] = None
+    ) -> Tuple[argparse.Namespace, List[str]]:
         ns, rest = super().parse_known_args(args, namespace)
         ns, groups = split_namespace(ns)
         if "messaging_config" in groups:
@@ -355,7 +361,8 @@ def _demo(argv: List[str]) -> int:
         t0 = time.perf_counter()
         answer = model.send_request({"func_name": "hello_world", "name": "DASF"})
         first = time.perf_counter() - t0
-        print(f"call:    hello_world(name='DASF') -> {answer.root!r}  ({first * 1000:.2f} ms round trip)")
+        value = cast("RootModel[Any]", answer).root  # send_request gives the return model, a RootModel
+        print(f"call:    hello_world(name='DASF') -> {value!r}  ({first * 1000:.2f} ms round trip)")
         times = []
         for _ in range(max(args.calls, 0)):
             t0 = time.perf_counter()
@@ -390,6 +397,7 @@ def _run(argv: List[str]) -> int:
     _compat.enable_zero_edit()
     if argv[0] == "-m":
         module, args = argv[1], argv[2:]
+        missing: Optional[ImportError]
         sys.path.insert(0, os.getcwd())
         try:
             found = importlib.util.find_spec(module)
@@ -401,7 +409,7 @@ def _run(argv: List[str]) -> int:
             print(f"demessaging-rs run: no module named {module!r}" + (f" ({missing})" if missing else ""), file=sys.stderr)
             return 2
         sys.argv = [found.origin or module, *args]
-        runner = lambda: runpy.run_module(module, run_name="__main__", alter_sys=True)  # noqa: E731
+        runner: Callable[[], Any] = lambda: runpy.run_module(module, run_name="__main__", alter_sys=True)  # noqa: E731
     else:
         script, args = argv[0], argv[1:]
         if not Path(script).is_file():

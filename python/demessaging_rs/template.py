@@ -26,7 +26,7 @@ class Template:
         return self.folder / f"{self.name}{self.suffix}"
 
     @property
-    def renderer(self) -> Any:
+    def renderer(self) -> jinja2.Template:
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(self.folder), followlinks=True))
         return env.get_template(self.name + self.suffix)
 

@@ -7,7 +7,7 @@ import inspect
 import signal
 import textwrap
 import threading
-from typing import Any, Dict, Iterator, Type
+from typing import Any, Dict, Iterator, Type, cast
 
 from pydantic import BaseModel
 
@@ -15,7 +15,7 @@ from pydantic import BaseModel
 def object_to_string(obj: Any) -> str:
     """Dotted import path of a class or function (builtins by bare name)."""
     if obj.__module__ == "builtins":
-        return obj.__name__
+        return cast(str, obj.__name__)
     return f"{obj.__module__}.{obj.__name__}"
 
 
@@ -39,7 +39,7 @@ def append_parameter_docs(model: Type[BaseModel]) -> Type[BaseModel]:
     return model
 
 
-def merge_config(base: Dict, to_merge: Dict) -> Dict:
+def merge_config(base: Dict[Any, Any], to_merge: Dict[Any, Any]) -> Dict[Any, Any]:
     """Merge `to_merge` into `base` in place and return `base`.
 
     Nested dictionaries are merged recursively, strings and scalars replace, other iterables are
@@ -70,7 +70,7 @@ class SchemaExtraMixin:
 
     @classmethod
     def model_json_schema(cls, *args: Any, **kwargs: Any) -> Dict[str, Any]:
-        schema = super().model_json_schema(*args, **kwargs)  # type: ignore[misc]
+        schema: Dict[str, Any] = super().model_json_schema(*args, **kwargs)  # type: ignore[misc]
         extra = cls.backend_config.json_schema_extra  # type: ignore[attr-defined]
         if extra:
             schema = merge_config(schema, extra)

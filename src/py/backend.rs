@@ -135,10 +135,7 @@ impl Responder {
             None => None,
             Some(s) => Some(Status::parse(s).ok_or_else(|| config_err(format!("unknown status {s:?}")))?),
         };
-        let payload: Vec<u8> = match payload.extract::<&str>() {
-            Ok(s) => s.as_bytes().to_vec(),
-            Err(_) => payload.extract::<Vec<u8>>()?,
-        };
+        let payload = super::client::payload_bytes(payload)?;
         let mut extra = Vec::new();
         if let Some(p) = properties {
             for (k, v) in p.iter() {

@@ -111,9 +111,13 @@ fn message_type(s: &str) -> PyResult<MessageType> {
     MessageType::parse(s).ok_or_else(|| config_err(format!("unknown message type {s:?}")))
 }
 
-fn payload_bytes(payload: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    if let Ok(s) = payload.extract::<&str>() {
+/// The bytes of a `str` (UTF-8) or bytes-like payload. `PyBackedStr`: borrowing a `str`'s UTF-8 needs the
+/// limited API of 3.10, and the extension is built for the stable ABI of 3.9 (one wheel for every Python).
+pub(crate) fn payload_bytes(payload: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(s) = payload.extract::<pyo3::pybacked::PyBackedStr>() {
         Ok(s.as_bytes().to_vec())
+    } else if let Ok(b) = payload.cast::<PyBytes>() {
+        Ok(b.as_bytes().to_vec())
     } else {
         Ok(payload.extract::<Vec<u8>>()?)
     }

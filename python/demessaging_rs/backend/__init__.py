@@ -7,10 +7,10 @@ from typing import Any, Type
 
 from pydantic import BaseModel
 
-from demessaging_rs.backend import utils  # noqa: F401
-from demessaging_rs.backend.class_ import BackendClass, ClassAPIModel  # noqa: F401
-from demessaging_rs.backend.function import BackendFunction, FunctionAPIModel, ReturnModel  # noqa: F401
-from demessaging_rs.backend.module import BackendModule, ModuleAPIModel  # noqa: F401
+from demessaging_rs.backend import utils as utils
+from demessaging_rs.backend.class_ import BackendClass, ClassAPIModel as ClassAPIModel
+from demessaging_rs.backend.function import BackendFunction, FunctionAPIModel as FunctionAPIModel, ReturnModel
+from demessaging_rs.backend.module import BackendModule, ModuleAPIModel as ModuleAPIModel
 from demessaging_rs.config import ModuleConfig, PulsarConfig
 from demessaging_rs.exceptions import ConfigurationError
 from demessaging_rs.utils import build_parameter_docs

@@ -46,8 +46,8 @@ class BackendClassConfig(ClassConfig):
         cls = self.Class
         self.name = self.name or cls.__name__ or ""
         self.doc = self.doc or dedent(inspect.getdoc(cls) or "")
-        self.init_doc = self.init_doc or dedent(inspect.getdoc(cls.__init__) or "")  # type: ignore[misc]
-        self.signature = self.signature or inspect.signature(cls.__init__)  # type: ignore[misc]
+        self.init_doc = self.init_doc or dedent(inspect.getdoc(cls.__init__) or "")
+        self.signature = self.signature or inspect.signature(cls.__init__)
 
 
 class ClassAPIModel(BaseModel):
@@ -80,7 +80,9 @@ class BackendClass(SchemaExtraMixin, BaseModel):
         method_kws = utils.get_kws(method.backend_config.signature, method)  # type: ignore[arg-type]
         instance: Any = self.backend_config.Class(**kws)
         result = getattr(instance, method.func_name)(**method_kws)
-        return validated_result(result, method.return_model)
+        # a PendingResult for an ``async def`` method (see validated_result), as in BackendModule.__call__
+        validated: ReturnModel = validated_result(result, method.return_model)
+        return validated
 
     @classmethod
     def get_constructor_fields(
@@ -106,7 +108,7 @@ class BackendClass(SchemaExtraMixin, BaseModel):
         cls,
         Class: Type[Any],
         config: Optional[ClassConfig] = None,
-        methods: Optional[List[Union[Type[BackendFunction], Callable, str]]] = None,
+        methods: Optional[List[Union[Type[BackendFunction], Callable[..., Any], str]]] = None,
         class_name: Optional[str] = None,
         **kwargs: Any,
     ) -> Type["BackendClass"]:
@@ -127,12 +129,14 @@ class BackendClass(SchemaExtraMixin, BaseModel):
 
         for method in methods:
             if inspect.isclass(method) and issubclass(method, BackendFunction):
-                name, model = method.backend_config.name, method
+                name, method_model = method.backend_config.name, method
             else:
                 func = method if callable(method) else getattr(Class, method)
                 name = func.__name__
-                model = BackendFunction.create_model(func, class_name=utils.snake_to_camel("Meth", class_name, name))
-            bound.models.setdefault(name, model)
+                method_model = BackendFunction.create_model(
+                    func, class_name=utils.snake_to_camel("Meth", class_name, name)
+                )
+            bound.models.setdefault(name, method_model)
         bound.methods = list(bound.models)
 
         members = list(bound.models.values())
@@ -142,7 +146,7 @@ class BackendClass(SchemaExtraMixin, BaseModel):
         fields["function"] = (union, Field(description="The method to call."))
         kwargs.update(fields)
 
-        model: Type[BackendClass] = create_model(  # type: ignore[call-overload]
+        model: Type[BackendClass] = create_model(
             class_name, __validators__=bound.validators, __module__=Class.__module__, __base__=cls, **kwargs
         )
         model.backend_config = bound

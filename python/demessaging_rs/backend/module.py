@@ -63,7 +63,21 @@ class ModuleAPIModel(BaseModel):
     rpc_schema: JsonSchemaValue = Field(description="The aggregated JSON schema for an RPC call to this module.")
 
 
-ModuleMember = Union[Type[BackendFunction], Type[BackendClass], Callable, str, Type[object]]
+ModuleMember = Union[Type[BackendFunction], Type[BackendClass], Callable[..., Any], str, Type[object]]
+
+if TYPE_CHECKING:
+    _RootModel = RootModel[Any]
+else:
+    _RootModel = RootModel  # not RootModel[Any]: that would be a parametrized subclass of RootModel
+
+
+def _optional_module(name: str) -> Any:
+    """The module `name` of an optional dependency, or ``None`` when it is not installed (typed ``Any``: the
+    module may be missing or lack type information)."""
+    try:
+        return import_module(name)
+    except ImportError:
+        return None
 
 
 def _declares_reports(member: Any) -> bool:
@@ -106,7 +120,7 @@ def _member_model(member: Any, module: Any) -> Tuple[Any, Union[Type[BackendFunc
 
 
 @append_parameter_docs
-class BackendModule(SchemaExtraMixin, RootModel):
+class BackendModule(SchemaExtraMixin, _RootModel):
     """Base of the root model of a backend module; create subclasses with :meth:`create_model`."""
 
     backend_config: ClassVar[BackendModuleConfig]
@@ -117,7 +131,7 @@ class BackendModule(SchemaExtraMixin, RootModel):
     root: Union[BackendFunction, BackendClass]
 
     def __call__(self) -> ReturnModel:
-        return self.root()  # type: ignore[operator]
+        return self.root()
 
     # ------------------------------------------------------------------ model
     @classmethod
@@ -221,6 +235,7 @@ class BackendModule(SchemaExtraMixin, RootModel):
         """Serve requests until Ctrl-C or SIGTERM; running requests finish before it returns."""
         consumer = cls._consumer()
         backend = consumer.subscription
+        assert backend is not None  # set by the consumer's constructor
         logger.info(
             "serving topic %s with %d workers (queue %d)",
             cls.backend_config.messaging_config.topic,
@@ -322,7 +337,8 @@ class BackendModule(SchemaExtraMixin, RootModel):
         msg = consumer.request_message(responder)
         with consumer.handling(msg, responder):
             for report in reports:
-                report._pulsar = consumer  # type: ignore[assignment]
+                # with the reference installed, deprogressapi types this as its PulsarMessageConsumer
+                report._pulsar = consumer  # type: ignore[assignment, unused-ignore]
                 report._request = msg
             result = model()
         if isinstance(result, PendingResult):
@@ -361,15 +377,15 @@ class BackendModule(SchemaExtraMixin, RootModel):
 
     # ----------------------------------------------------------------- calling
     @classmethod
-    def _validated(cls, request: Union["BackendModule", IO, Dict[str, Any]]) -> "BackendModule":
+    def _validated(cls, request: Union["BackendModule", IO[Any], Dict[str, Any]]) -> "BackendModule":
         if isinstance(request, io.IOBase):
-            return cls.model_validate_json("\n".join(request.readlines()))  # type: ignore[attr-defined]
+            return cls.model_validate_json("\n".join(cast("IO[str]", request).readlines()))  # a text stream
         if hasattr(request, "root"):
             return cls.model_validate(cast(BackendModule, request).root)
         return cls.model_validate(request)
 
     @classmethod
-    def _call_args(cls, request: Union["BackendModule", IO, Dict[str, Any]]) -> Tuple[Any, str, str]:
+    def _call_args(cls, request: Union["BackendModule", IO[Any], Dict[str, Any]]) -> Tuple[Any, str, str]:
         """The validated request's member, the call's label and its JSON."""
         model = cls.model_validate(request) if type(request) is dict else cls._validated(request)
         member = model.root
@@ -382,12 +398,13 @@ class BackendModule(SchemaExtraMixin, RootModel):
             text = payload.decode("utf-8", "replace")
             logger.error("request failed: %s", text)
             raise RemoteError(text)
-        return member.return_model.model_validate_json(payload)
+        result: BaseModel = member.return_model.model_validate_json(payload)
+        return result
 
     @classmethod
     def send_request(
         cls,
-        request: Union["BackendModule", IO, Dict[str, Any]],
+        request: Union["BackendModule", IO[Any], Dict[str, Any]],
         timeout: Optional[float] = None,
         on_progress: Optional[Callable[[Any], Any]] = None,
     ) -> BaseModel:
@@ -416,7 +433,7 @@ class BackendModule(SchemaExtraMixin, RootModel):
 
     @classmethod
     async def asend_request(
-        cls, request: Union["BackendModule", IO, Dict[str, Any]], timeout: Optional[float] = None
+        cls, request: Union["BackendModule", IO[Any], Dict[str, Any]], timeout: Optional[float] = None
     ) -> BaseModel:
         """Awaitable :meth:`send_request` for asyncio code: many calls may be in flight on one loop.
 
@@ -449,19 +466,18 @@ class BackendModule(SchemaExtraMixin, RootModel):
         return await self.asend_request(self)
 
     @classmethod
-    def process_request(cls, request: Union["BackendModule", IO, Dict[str, Any]]) -> ReturnModel:
+    def process_request(cls, request: Union["BackendModule", IO[Any], Dict[str, Any]]) -> ReturnModel:
         """Run `request` locally, without the broker (an ``async def`` member on an event loop of its own)."""
         result = cls._validated(request)()
         if isinstance(result, PendingResult):
-            return utils.run_async(result.resolve)
+            return cast(ReturnModel, utils.run_async(result.resolve))
         return result
 
     @classmethod
     def shell(cls) -> None:
         """Start an IPython shell with the model available as ``Model``."""
-        from IPython import start_ipython
-
-        start_ipython(argv=[], user_ns={"Model": cls})
+        # imported by name: an optional dependency, without (or with untyped) type information
+        import_module("IPython").start_ipython(argv=[], user_ns={"Model": cls})
 
     @classmethod
     def generate(
@@ -481,20 +497,17 @@ class BackendModule(SchemaExtraMixin, RootModel):
         code = cls.backend_config.render(use_async=use_async)
         if use_formatters:
             missing = []
-            try:
-                import isort
-            except ImportError:
-                isort, use_isort = None, False  # type: ignore[assignment]
+            isort = _optional_module("isort")
+            if isort is None:
+                use_isort = False
                 missing.append("isort")
-            try:
-                import black
-            except ImportError:
-                black, use_black = None, False  # type: ignore[assignment]
+            black = _optional_module("black")
+            if black is None:
+                use_black = False
                 missing.append("black")
-            try:
-                import autoflake
-            except ImportError:
-                autoflake, use_autoflake = None, False  # type: ignore[assignment]
+            autoflake = _optional_module("autoflake")
+            if autoflake is None:
+                use_autoflake = False
                 missing.append("autoflake")
             if missing:
                 print(f"note: {', '.join(missing)} not installed; the stub is left unformatted", file=sys.stderr)

@@ -41,7 +41,7 @@ def get_fields(
 ) -> Dict[str, Tuple[Any, Any]]:
     """Model fields for a callable: a ``func_name`` literal plus one field per parameter."""
     fields: Dict[str, Tuple[Any, Any]] = {
-        "func_name": (Literal[name], Field(description=f"The name of the function. Must be {name!r}")),  # type: ignore[valid-type]
+        "func_name": (Literal[name], Field(description=f"The name of the function. Must be {name!r}")),
     }
     param_docs = {p.arg_name: p.description for p in docstring.params}
     for key, param in sig.parameters.items():
@@ -129,7 +129,7 @@ class AsyncIoThread(threading.Thread):
     :func:`run_async`.
     """
 
-    def __init__(self, func: Callable, args: Tuple, kwargs: Dict) -> None:
+    def __init__(self, func: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
         super().__init__(name=f"run_async-{getattr(func, '__name__', 'coroutine')}", daemon=True)
         self._func = func
         self._args = args
@@ -144,7 +144,7 @@ class AsyncIoThread(threading.Thread):
             self.error = e
 
 
-def run_async(func: Callable, *args: Any, **kwargs: Any) -> Any:
+def run_async(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call the coroutine function `func` and wait for its result, from sync code.
 
     Works in plain scripts (``asyncio.run``) and where an event loop already runs in this thread, e.g. in

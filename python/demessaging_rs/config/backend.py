@@ -23,7 +23,11 @@ if TYPE_CHECKING:
 __all__ = ["BaseConfig", "FunctionConfig", "ClassConfig", "ListenConfig", "ModuleConfig"]
 
 #: a callable given directly or as an import string; dumped as its import path
-CallableRef = Union[ImportString, Annotated[Callable, PlainSerializer(object_to_string)]]
+if TYPE_CHECKING:
+    CallableRef = Union[ImportString[Any], Annotated[Callable[..., Any], PlainSerializer(object_to_string)]]
+else:
+    # the bare ImportString: pydantic builds another (equivalent) schema for ImportString[Any]
+    CallableRef = Union[ImportString, Annotated[Callable[..., Any], PlainSerializer(object_to_string)]]
 
 
 def _default_registry() -> ApiRegistry:
@@ -43,7 +47,7 @@ class BaseConfig(BaseModel):
     )
 
     template: Template = Field(
-        Template(name="empty"),  # type: ignore[call-arg]
+        Template(name="empty"),
         description="The template that renders this object in a generated client stub.",
     )
 
@@ -88,7 +92,7 @@ class FunctionConfig(BaseConfig):
     annotations: Dict[str, Any] = Field(default_factory=dict, description="Overrides argument annotations.")
 
     template: Template = Field(
-        Template(name="function.py"),  # type: ignore[call-arg]
+        Template(name="function.py"),
         description="The template that renders this function in a generated client stub.",
     )
 
@@ -128,7 +132,7 @@ class ClassConfig(BaseConfig):
     annotations: Dict[str, Any] = Field(default_factory=dict, description="Overrides constructor annotations.")
 
     template: Template = Field(
-        Template(name="class_.py"),  # type: ignore[call-arg]
+        Template(name="class_.py"),
         description="The template that renders this class in a generated client stub.",
     )
 
@@ -155,7 +159,7 @@ class ModuleConfig(BaseConfig):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     if TYPE_CHECKING:
-        members: List[Union[str, Callable, Type[object], Type[BackendFunction], Type[BackendClass]]]
+        members: List[Union[str, Callable[..., Any], Type[object], Type[BackendFunction], Type[BackendClass]]]
 
     messaging_config: Union[PulsarConfig, WebsocketURLConfig] = Field(
         description="How to reach the message broker."
@@ -167,14 +171,14 @@ class ModuleConfig(BaseConfig):
 
     debug: bool = Field(False, description="Send full tracebacks in error replies.")
 
-    members: List[Union[str, Callable, Type[object], Any]] = Field(  # type: ignore[no-redef]
+    members: List[Union[str, Callable[..., Any], Type[object], Any]] = Field(  # type: ignore[no-redef]
         default_factory=list, description="The functions and classes this module serves."
     )
 
     imports: str = Field("", description="Import statements added to generated client stubs.")
 
     template: Template = Field(
-        Template(name="module.py"),  # type: ignore[call-arg]
+        Template(name="module.py"),
         description="The template that renders the generated client stub.",
     )
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import logging.config
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, cast
 
 import yaml
 from pydantic import Field, FilePath, PositiveInt
@@ -41,7 +41,7 @@ REFERENCE_LOGGER = "demessaging"
 OWN_LOGGER = "demessaging_rs"
 
 
-def _mirror_reference_loggers(config: Dict) -> Dict:
+def _mirror_reference_loggers(config: Dict[Any, Any]) -> Dict[Any, Any]:
     """Copy every ``demessaging[.X]`` logger entry of `config` to ``demessaging_rs[.X]`` if that is missing."""
     loggers = config.get("loggers")
     if isinstance(loggers, dict):
@@ -85,7 +85,7 @@ class LoggingConfig(BaseSettings):
         ),
     )
 
-    config_overrides: Optional[Dict] = Field(
+    config_overrides: Optional[Dict[Any, Any]] = Field(
         None,
         description="A dictionary that is merged into the logging setup last, after all other options.",
     )
@@ -98,9 +98,9 @@ class LoggingConfig(BaseSettings):
     )
 
     @property
-    def config_dict(self) -> Dict:
+    def config_dict(self) -> Dict[str, Any]:
         """The dictionary handed to :func:`logging.config.dictConfig`."""
-        config = _read_yaml(self.config_file)
+        config: Any = _read_yaml(self.config_file)
         if not config:
             raise ValueError("Config file at %s is empty!" % (self.config_file,))
         if isinstance(config, dict):
@@ -134,7 +134,7 @@ class LoggingConfig(BaseSettings):
 
         if self.config_overrides:
             config = merge_config(config, _mirror_reference_loggers(copy.deepcopy(self.config_overrides)))
-        return config
+        return cast(Dict[str, Any], config)
 
     def configure_logging(self) -> None:
         """Apply :attr:`config_dict` with :func:`logging.config.dictConfig`."""

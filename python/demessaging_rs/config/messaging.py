@@ -27,7 +27,7 @@ class BaseMessagingConfig(BaseSettings):
 
     topic: str = Field(description="The topic the backend module listens on and clients send requests to.")
 
-    header: Union[Json[Dict[str, Any]], Dict[str, Any]] = Field(  # type: ignore[type-arg]
+    header: Union[Json[Dict[str, Any]], Dict[str, Any]] = Field(
         default_factory=dict,
         description='HTTP headers for the websocket upgrade, e.g. {"authorization": "Token ..."}.',
     )

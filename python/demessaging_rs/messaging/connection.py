@@ -72,6 +72,6 @@ class WebsocketConnection(ABC):
         import websocket
 
         url = self.pulsar_config.get_topic_url(topic or self.pulsar_config.topic, subscription)
-        sock = websocket.create_connection(url, **connection_kws)
+        sock: websocket.WebSocket = websocket.create_connection(url, **connection_kws)
         logger.debug("connected to %s", url)
         return sock

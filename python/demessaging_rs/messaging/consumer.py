@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple, cast
 
 from demessaging_rs.messaging.connection import WebsocketConnection
 from demessaging_rs.messaging.constants import MessageType, PropertyKeys, Status
@@ -58,7 +58,7 @@ class MessageConsumer(WebsocketConnection):
         pulsar_config: "BaseMessagingConfig",
         handle_request: Callable[[Dict[str, Any]], Any],
         handle_response: Optional[Callable[[Dict[str, Any]], Any]] = None,
-        module_info: Optional[dict] = None,
+        module_info: Optional[Dict[str, Any]] = None,
         api_info: Optional["ModuleAPIModel"] = None,
         *,
         payload_handler: Optional[PayloadHandler] = None,
@@ -243,7 +243,7 @@ class MessageConsumer(WebsocketConnection):
     # ------------------------------------------------- the reference's helpers
     @staticmethod
     def extract_response_topic(msg: Dict[str, Any]) -> Optional[str]:
-        return msg.get("properties", {}).get(PropertyKeys.RESPONSE_TOPIC.value)
+        return cast(Optional[str], msg.get("properties", {}).get(PropertyKeys.RESPONSE_TOPIC.value))
 
     @staticmethod
     def extract_context(msg: Dict[str, Any]) -> Optional[str]:
@@ -257,7 +257,7 @@ class MessageConsumer(WebsocketConnection):
 
     @staticmethod
     def extract_message_type(msg: Dict[str, Any]) -> Optional[str]:
-        return msg.get("properties", {}).get(PropertyKeys.MESSAGE_TYPE.value)
+        return cast(Optional[str], msg.get("properties", {}).get(PropertyKeys.MESSAGE_TYPE.value))
 
     @staticmethod
     def is_valid_value(value: Any) -> bool:

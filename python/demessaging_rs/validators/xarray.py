@@ -69,9 +69,9 @@ def validate_dataarray(cls: Any, v: Any) -> xr.DataArray:
     if isinstance(v, dict):
         return xr.DataArray.from_dict(v)
     if isinstance(v, str):
-        return xr.open_dataarray(b64decode(v.encode("utf-8")))  # type: ignore[arg-type]
+        return xr.open_dataarray(b64decode(v.encode("utf-8")))
     if isinstance(v, bytes):
-        return xr.open_dataarray(v)  # type: ignore[arg-type]
+        return xr.open_dataarray(v)
     return xr.DataArray(v)
 
 
@@ -107,7 +107,7 @@ def validate_dataset(cls: Any, v: Any) -> xr.Dataset:
     if isinstance(v, dict):
         return xr.Dataset.from_dict(v)
     if isinstance(v, str):
-        return xr.open_dataset(b64decode(v.encode("utf-8")))  # type: ignore[arg-type]
+        return xr.open_dataset(b64decode(v.encode("utf-8")))
     if isinstance(v, bytes):
-        return xr.open_dataset(v)  # type: ignore[arg-type]
+        return xr.open_dataset(v)
     return xr.Dataset(v)
