@@ -27,13 +27,14 @@ OTHER_PYTHONS = ["3.9", "3.13"]
 
 
 def find_python(version: str) -> Optional[str]:
-    """An interpreter of `version`: on PATH as pythonX.Y, or installed by pyenv."""
-    found = shutil.which(f"python{version}")
-    if found:
-        return found
+    """An interpreter of `version`: installed by pyenv, or on PATH as pythonX.Y (pyenv's shims only work for
+    the selected versions, so they are not taken)."""
     root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
     candidates = sorted(glob.glob(os.path.join(root, "versions", f"{version}.*", "bin", f"python{version}")))
-    return candidates[-1] if candidates else None
+    if candidates:
+        return candidates[-1]
+    found = shutil.which(f"python{version}")
+    return found if found and f"{os.sep}shims{os.sep}" not in found else None
 
 
 def build_dist(session: nox.Session, sdist: bool = False) -> Path:
