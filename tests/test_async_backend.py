@@ -63,20 +63,24 @@ def test_never_returning_member_request_timeout_or_caller_timeout(broker, backen
     assert m.send_request({"func_name": "add", "a": 1, "b": 2}).root == 3
 
 
-def test_shutdown_cancels_running_async_requests_with_an_error_reply(broker, backends):
+def test_shutdown_cancels_running_async_requests_with_an_error_reply(broker, backends, tmp_path):
     proc = backends.start(ASYNC, "async-shutdown", "--drain-timeout", "1")
     m = model(broker, "async-shutdown")
     outcome = {}
+    marker = tmp_path / "forever-runs"
 
     def call():
         try:
-            outcome["result"] = m.send_request({"func_name": "forever"})
+            outcome["result"] = m.send_request({"func_name": "forever", "marker": str(marker)})
         except Exception as e:  # noqa: BLE001 - the test inspects it
             outcome["error"] = e
 
     caller = threading.Thread(target=call)
     caller.start()
-    time.sleep(0.5)  # the request is running on the backend's loop (no readiness signal for "awaiting")
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:  # the request runs on the backend's loop
+        time.sleep(0.02)
+    assert marker.exists(), "the async request never started"
     proc.send_signal(signal.SIGTERM)
     caller.join(timeout=30)
     assert not caller.is_alive()

@@ -1,7 +1,8 @@
 """A backend with `async def` members (they run on the backend's event loop) next to a sync one."""
 
 import asyncio
-from typing import List
+from pathlib import Path
+from typing import List, Optional
 
 from demessaging_rs import main
 
@@ -20,8 +21,10 @@ async def afail(message: str) -> str:
     raise RuntimeError(message)
 
 
-async def forever() -> str:
-    """Never return."""
+async def forever(marker: Optional[str] = None) -> str:
+    """Never return (after writing `marker`, a file path, to show that it runs)."""
+    if marker:
+        Path(marker).write_text("running")
     await asyncio.Event().wait()
     return "unreachable"
 
