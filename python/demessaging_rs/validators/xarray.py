@@ -64,15 +64,7 @@ def validate_dataarray(cls: Any, v: Any) -> xr.DataArray:
         When the value cannot be read (e.g. the bytes are not netCDF); inside a backend this becomes an
         ``error validating request: ...`` reply.
     """
-    if isinstance(v, xr.DataArray):
-        return v
-    if isinstance(v, dict):
-        return xr.DataArray.from_dict(v)
-    if isinstance(v, str):
-        return xr.open_dataarray(b64decode(v.encode("utf-8")))
-    if isinstance(v, bytes):
-        return xr.open_dataarray(v)
-    return xr.DataArray(v)
+    return _coerce(v, xr.DataArray, xr.open_dataarray)  # type: ignore[no-any-return]
 
 
 def validate_dataset(cls: Any, v: Any) -> xr.Dataset:
@@ -102,12 +94,18 @@ def validate_dataset(cls: Any, v: Any) -> xr.Dataset:
         When the value cannot be read (e.g. the bytes are not netCDF); inside a backend this becomes an
         ``error validating request: ...`` reply.
     """
-    if isinstance(v, xr.Dataset):
+    return _coerce(v, xr.Dataset, xr.open_dataset)  # type: ignore[no-any-return]
+
+
+def _coerce(v: Any, kind: Any, open_netcdf: Any) -> Any:
+    """`v` as an object of `kind` (DataArray or Dataset): kept, read from a dict, from base64 text or bytes of
+    netCDF (with `open_netcdf`), or passed to the constructor."""
+    if isinstance(v, kind):
         return v
     if isinstance(v, dict):
-        return xr.Dataset.from_dict(v)
+        return kind.from_dict(v)
     if isinstance(v, str):
-        return xr.open_dataset(b64decode(v.encode("utf-8")))
+        return open_netcdf(b64decode(v.encode("utf-8")))
     if isinstance(v, bytes):
-        return xr.open_dataset(v)
-    return xr.Dataset(v)
+        return open_netcdf(v)
+    return kind(v)
