@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 struct Echo;
 
 impl Handler for Echo {
-    fn handle(&self, request: &Request, replier: &Replier) -> Option<Result<String, String>> {
+    fn handle(&self, request: &Request, replier: &Replier) -> Option<Result<bytes::Bytes, String>> {
         if request.payload.contains("\"manual\"") {
             // the handler answers by itself: a progress report, then the response, then no automatic reply
             replier.send_blocking(
@@ -35,7 +35,7 @@ impl Handler for Echo {
             );
             return None;
         }
-        Some(Echo::reply(request))
+        Some(Echo::reply(request).map(bytes::Bytes::from))
     }
 }
 

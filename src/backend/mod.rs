@@ -19,6 +19,7 @@ pub use pool::WorkerPool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -84,9 +85,9 @@ pub struct Request {
 
 /// Runs one request. Called on a worker thread; may block.
 pub trait Handler: Send + Sync + 'static {
-    /// Compute the reply payload (`Some(Ok)`) or the full error text (`Some(Err)`, e.g. "error executing
-    /// request: …"); `None` when the handler has sent every reply itself through `replier`.
-    fn handle(&self, request: &Request, replier: &Replier) -> Option<Result<String, String>>;
+    /// Compute the reply payload (`Some(Ok)`, e.g. JSON text) or the full error text (`Some(Err)`, e.g.
+    /// "error executing request: …"); `None` when the handler has sent every reply itself through `replier`.
+    fn handle(&self, request: &Request, replier: &Replier) -> Option<Result<Bytes, String>>;
 
     /// Run a worker thread's whole job loop; override to set up per-thread state once.
     fn worker_scope(&self, body: &mut (dyn FnMut() + Send)) {
@@ -119,7 +120,7 @@ impl Replier {
         &self,
         msg_type: MessageType,
         status: Option<Status>,
-        payload: Vec<u8>,
+        payload: Bytes,
         extra: Vec<(String, Value)>,
     ) -> Vec<String> {
         let mut out = Outgoing::reply(&self.meta, &self.source_topic, msg_type, status);
@@ -135,10 +136,10 @@ impl Replier {
         &self,
         msg_type: MessageType,
         status: Option<Status>,
-        payload: Vec<u8>,
+        payload: impl Into<Bytes>,
         extra: Vec<(String, Value)>,
     ) {
-        let frames = self.frames(msg_type, status, payload, extra);
+        let frames = self.frames(msg_type, status, payload.into(), extra);
         // alone: write now (latency); with other requests in the backend: queue for a batched write
         let busy = self.load.load(std::sync::atomic::Ordering::Relaxed) > 1;
         self.router.send_blocking(&self.meta.response_topic, frames, busy);
@@ -149,10 +150,10 @@ impl Replier {
         &self,
         msg_type: MessageType,
         status: Option<Status>,
-        payload: Vec<u8>,
+        payload: impl Into<Bytes>,
         extra: Vec<(String, Value)>,
     ) {
-        let frames = self.frames(msg_type, status, payload, extra);
+        let frames = self.frames(msg_type, status, payload.into(), extra);
         self.router.send(&self.meta.response_topic, frames).await;
     }
 }
@@ -313,7 +314,7 @@ impl Dispatcher {
         match MessageType::parse(&meta.message_type) {
             Some(MessageType::Ping) => {
                 self.replier(meta)
-                    .send(MessageType::Pong, None, Vec::new(), Vec::new())
+                    .send(MessageType::Pong, None, Bytes::new(), Vec::new())
                     .await;
             }
             Some(MessageType::Info) => {
@@ -326,7 +327,7 @@ impl Dispatcher {
                     .send(
                         MessageType::Response,
                         None,
-                        Vec::new(),
+                        Bytes::new(),
                         vec![("info".into(), Value::String(info))],
                     )
                     .await;
@@ -340,7 +341,7 @@ impl Dispatcher {
                     .send(
                         MessageType::Response,
                         None,
-                        Vec::new(),
+                        Bytes::new(),
                         vec![(key.into(), Value::String(val))],
                     )
                     .await;
@@ -407,11 +408,11 @@ impl Dispatcher {
             let _slot = slot;
             let outcome = match handler.handle(&request, &replier) {
                 Some(Ok(body)) => Some((Status::Success, body)),
-                Some(Err(text)) => Some((Status::Error, text)),
+                Some(Err(text)) => Some((Status::Error, Bytes::from(text))),
                 None => None,
             };
             if let Some((status, body)) = outcome {
-                replier.send_blocking(MessageType::Response, Some(status), body.into_bytes(), Vec::new());
+                replier.send_blocking(MessageType::Response, Some(status), body, Vec::new());
             }
             replier.load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -45,7 +44,7 @@ async fn connect(url: &str) -> Ws {
 }
 
 fn payload(size: usize) -> String {
-    base64::engine::general_purpose::STANDARD.encode(vec![b'x'; size])
+    demessaging_rs::protocol::envelope::encode_payload(&vec![b'x'; size])
 }
 
 async fn throughput(args: &[String]) {

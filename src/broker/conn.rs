@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::subscription::{Dispatch, SubType};
 use super::topic::{Message, Subscription, Topic};
 use super::State;
-use crate::protocol::envelope::{ConsumerCommand, DeliveryOut, ProducerAck, PublishFrame};
+use crate::protocol::envelope::{check_payload, ConsumerCommand, DeliveryOut, ProducerAck, PublishFrame};
 use crate::protocol::url::{parse_endpoint, parse_query, Role};
 
 const LOG: &str = "demessaging_rs.broker";
@@ -288,8 +288,6 @@ impl Liveness {
 /// Per-producer scratch state, reused across messages to avoid allocations on the data path.
 #[derive(Default)]
 struct Scratch {
-    /// Base64 is validated by decoding into this buffer.
-    decoded: Vec<u8>,
     /// `publishTime` of the last message and the millisecond it stands for.
     time: (u128, Arc<str>),
 }
@@ -302,18 +300,6 @@ impl Scratch {
             self.time = (ms, Arc::from(humantime::format_rfc3339_millis(now).to_string()));
         }
         self.time.1.clone()
-    }
-
-    fn check_base64(&mut self, payload: &str) -> Result<(), String> {
-        use base64::Engine;
-        self.decoded.clear();
-        let r = crate::protocol::envelope::B64
-            .decode_vec(payload.trim_end_matches(['\n', '\r']), &mut self.decoded)
-            .map_err(|e| e.to_string());
-        if self.decoded.capacity() > 64 * 1024 {
-            self.decoded = Vec::new(); // do not keep a large buffer per idle connection
-        }
-        r
     }
 }
 
@@ -393,7 +379,7 @@ async fn publish(text: &str, topic: &Arc<Topic>, state: &State, scratch: &mut Sc
     // a message without payload is an empty one (the reference client's `api_info` requests have none;
     // dasf-broker-django passes them on)
     let payload = frame.payload.unwrap_or_default();
-    if let Err(e) = scratch.check_base64(&payload) {
+    if let Err(crate::protocol::error::ProtocolError::InvalidBase64(e)) = check_payload(&payload) {
         return ProducerAck::error(
             SEND_ERROR_PAYLOAD,
             format!("Invalid Base64 message-payload error=payload is not valid base64: {e}"),
@@ -475,7 +461,7 @@ async fn consumer(
                     redelivery_count: d.redelivery,
                     key: m.key.as_deref(),
                 };
-                let text = serde_json::to_string(&out).expect("serializable");
+                let text = out.to_json();
                 seq += 1;
                 let at = if opts.ack_timeout.is_some() { tokio::time::Instant::now() } else { started };
                 unacked.insert(d.msg.id.clone(), (seq, at, d));

@@ -43,9 +43,8 @@ pub(crate) struct State {
 
 impl State {
     fn next_message_id(&self) -> String {
-        use base64::Engine;
         let n = self.next_message.fetch_add(1, Ordering::Relaxed);
-        base64::engine::general_purpose::STANDARD.encode(n.to_be_bytes())
+        crate::protocol::envelope::encode_payload(&n.to_be_bytes())
     }
 }
 

@@ -14,12 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::dasf::{self, parse_fragment, MessageType, Outgoing, Status};
+use crate::protocol::dasf::{self, parse_fragment, Frames, MessageType, Outgoing, Status};
 use crate::protocol::envelope::{decode_payload, ConsumerCommand, Delivery, ProducerAck, Properties};
 use crate::protocol::fragment::{Fed, Reassembler, ReassemblyLimits};
 use crate::protocol::url::BrokerAddress;
@@ -333,10 +334,10 @@ impl Client {
     fn register(
         &self,
         msg_type: MessageType,
-        payload: Vec<u8>,
+        payload: Bytes,
         done: Notify,
         progress: Option<ProgressSink>,
-    ) -> Result<(String, Vec<String>), ClientError> {
+    ) -> Result<(String, Frames), ClientError> {
         let inner = &*self.inner;
         if inner.closed.is_cancelled() {
             return Err(ClientError::Closed);
@@ -359,7 +360,7 @@ impl Client {
             payload,
             context: context.clone(),
         };
-        Ok((context, out.into_frames(inner.cfg.max_payload_size)))
+        Ok((context, out.frames(inner.cfg.max_payload_size)))
     }
 
     /// Send `payload` as a DASF message of `msg_type` and wait for the matching reply.
@@ -367,20 +368,24 @@ impl Client {
     pub async fn call(
         &self,
         msg_type: MessageType,
-        payload: Vec<u8>,
+        payload: impl Into<Bytes>,
         timeout: Duration,
         label: &str,
         progress: Option<mpsc::Sender<Progress>>,
     ) -> Result<Reply, ClientError> {
         let inner = &*self.inner;
         let (tx, rx) = oneshot::channel();
-        let (context, frames) =
-            self.register(msg_type, payload, Notify::Async(tx), progress.map(ProgressSink::Async))?;
+        let (context, frames) = self.register(
+            msg_type,
+            payload.into(),
+            Notify::Async(tx),
+            progress.map(ProgressSink::Async),
+        )?;
         let _guard = PendingGuard { inner, context };
         let work = async {
             inner
                 .producer
-                .send(frames.into_iter().map(WsMessage::text))
+                .send(frames.map(WsMessage::text))
                 .await
                 .map_err(|_| ClientError::ConnectionLost)?;
             rx.await.map_err(|_| ClientError::ConnectionLost)?
@@ -404,7 +409,7 @@ impl Client {
     pub fn start_blocking(
         &self,
         msg_type: MessageType,
-        payload: Vec<u8>,
+        payload: impl Into<Bytes>,
         timeout: Duration,
         label: &str,
         with_progress: bool,
@@ -417,7 +422,7 @@ impl Client {
         } else {
             (None, None)
         };
-        let (context, frames) = self.register(msg_type, payload, Notify::Sync(tx), ptx)?;
+        let (context, frames) = self.register(msg_type, payload.into(), Notify::Sync(tx), ptx)?;
         let call = BlockingCall {
             inner: self.inner.clone(),
             context,
@@ -429,7 +434,7 @@ impl Client {
         };
         self.inner
             .producer
-            .send_blocking(frames.into_iter().map(WsMessage::text))
+            .send_blocking(frames.map(WsMessage::text))
             .map_err(|_| ClientError::ConnectionLost)?;
         Ok(call)
     }
@@ -445,12 +450,12 @@ impl Client {
     pub fn start_with_callback(
         &self,
         msg_type: MessageType,
-        payload: Vec<u8>,
+        payload: impl Into<Bytes>,
         timeout: Duration,
         label: &str,
         on_done: OnDone,
     ) -> Result<(), ClientError> {
-        let (context, frames) = self.register(msg_type, payload, Notify::Callback(on_done), None)?;
+        let (context, frames) = self.register(msg_type, payload.into(), Notify::Callback(on_done), None)?;
         let deadline = Deadline {
             at: Instant::now() + timeout,
             timeout,
@@ -462,7 +467,7 @@ impl Client {
         if self
             .inner
             .producer
-            .enqueue(frames.into_iter().map(WsMessage::text).collect(), false)
+            .enqueue(frames.map(WsMessage::text).collect(), false)
             .is_err()
         {
             resolve(&self.inner, &context, Err(ClientError::ConnectionLost));

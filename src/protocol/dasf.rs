@@ -1,9 +1,10 @@
 //! DASF conventions on top of the Pulsar frames: property keys, message types, status values,
 //! validation of incoming requests and construction of (possibly fragmented) reply frames.
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::envelope::{encode_payload, Properties, PublishOut};
+use super::envelope::{encode_payload_into, Properties};
 use super::error::ProtocolError;
 
 /// Property key: the caller's request counter.
@@ -183,7 +184,7 @@ pub struct Outgoing {
     /// Properties in their wire form (strings, or integers for fragment counters).
     pub properties: Map<String, Value>,
     /// Raw (not yet base64-encoded) payload.
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
     /// Top-level context for the producer ack.
     pub context: String,
 }
@@ -200,43 +201,87 @@ impl Outgoing {
         properties.insert(SOURCE_TOPIC.into(), Value::String(source_topic.into()));
         Self {
             properties,
-            payload: Vec::new(),
+            payload: Bytes::new(),
             context: meta.context.clone(),
         }
     }
 
     /// Serialize to one or more publish frames. Payloads whose raw size exceeds `max_payload_size`
-    /// are base64-encoded as a whole and cut into pieces of `max_payload_size` characters, each carrying
-    /// `fragment` and `num_fragments` (as integers, like the reference backend).
+    /// are cut into pieces of the whole payload's base64 text of at most `max_payload_size` characters
+    /// (whole base64 quanta, so each piece is encoded on its own), each carrying `fragment` and
+    /// `num_fragments` (as integers, like the reference backend).
     pub fn into_frames(self, max_payload_size: usize) -> Vec<String> {
-        let max = max_payload_size.max(4);
-        let encoded = encode_payload(&self.payload);
-        if self.payload.len() <= max {
-            let frame = PublishOut {
-                payload: &encoded,
-                properties: &self.properties,
-                context: &self.context,
-            };
-            return vec![serde_json::to_string(&frame).expect("frame serializes")];
-        }
-        let pieces = split_ascii(&encoded, max);
-        let n = pieces.len();
-        pieces
-            .into_iter()
-            .enumerate()
-            .map(|(i, piece)| {
-                let mut props = self.properties.clone();
-                props.insert(FRAGMENT.into(), Value::from(i as u64));
-                props.insert(NUM_FRAGMENTS.into(), Value::from(n as u64));
-                let frame = PublishOut {
-                    payload: piece,
-                    properties: &props,
-                    context: &self.context,
-                };
-                serde_json::to_string(&frame).expect("frame serializes")
-            })
-            .collect()
+        self.frames(max_payload_size).collect()
     }
+
+    /// [`Outgoing::into_frames`], one frame at a time: a writer can send the first fragment of a large
+    /// payload while the next is being encoded.
+    pub fn frames(self, max_payload_size: usize) -> Frames {
+        let max = max_payload_size.max(4);
+        let (chunk, count) = if self.payload.len() <= max {
+            (max, 1)
+        } else {
+            let chunk = max / 4 * 3;
+            (chunk, self.payload.len().div_ceil(chunk))
+        };
+        Frames {
+            out: self,
+            chunk,
+            count,
+            next: 0,
+        }
+    }
+}
+
+/// The frames of one [`Outgoing`] message, encoded as they are taken.
+#[derive(Debug)]
+pub struct Frames {
+    out: Outgoing,
+    chunk: usize,
+    count: usize,
+    next: usize,
+}
+
+impl Iterator for Frames {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let i = self.next;
+        if i >= self.count {
+            return None;
+        }
+        self.next += 1;
+        let out = &mut self.out;
+        if self.count == 1 {
+            return Some(publish_frame(&out.payload, &out.properties, &out.context));
+        }
+        let raw = &out.payload[i * self.chunk..((i + 1) * self.chunk).min(out.payload.len())];
+        out.properties.insert(FRAGMENT.into(), Value::from(i as u64));
+        out.properties
+            .insert(NUM_FRAGMENTS.into(), Value::from(self.count as u64));
+        Some(publish_frame(raw, &out.properties, &out.context))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.count - self.next;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Frames {}
+
+/// One publish frame (`{"payload": …, "properties": …, "context": …}`) with `raw` base64-encoded straight
+/// into the frame: base64 text never needs JSON escapes, so it is neither copied twice nor scanned.
+fn publish_frame(raw: &[u8], properties: &Map<String, Value>, context: &str) -> String {
+    let mut buf = Vec::with_capacity(raw.len() / 3 * 4 + 160);
+    buf.extend_from_slice(br#"{"payload":""#);
+    encode_payload_into(raw, &mut buf);
+    buf.extend_from_slice(br#"","properties":"#);
+    serde_json::to_writer(&mut buf, properties).expect("properties serialize");
+    buf.extend_from_slice(br#","context":"#);
+    serde_json::to_writer(&mut buf, context).expect("context serializes");
+    buf.push(b'}');
+    String::from_utf8(buf).expect("JSON is UTF-8")
 }
 
 /// Cut ASCII text into pieces of at most `width` bytes.
@@ -321,7 +366,7 @@ mod tests {
             fragment: None,
         };
         let mut out = Outgoing::reply(&meta, "src", MessageType::Response, Some(Status::Success));
-        out.payload = b"\"HelloWorld\"".to_vec();
+        out.payload = b"\"HelloWorld\"".to_vec().into();
         let frames = out.into_frames(512_000);
         assert_eq!(frames.len(), 1);
         let f = PublishFrame::parse(&frames[0]).unwrap();
@@ -344,7 +389,7 @@ mod tests {
             fragment: None,
         };
         let mut out = Outgoing::reply(&meta, "src", MessageType::Response, Some(Status::Success));
-        out.payload = vec![b'a'; 1000];
+        out.payload = vec![b'a'; 1000].into();
         let frames = out.into_frames(300);
         // base64 of 1000 bytes is 1336 chars → 5 pieces of ≤300 chars
         assert_eq!(frames.len(), 5);

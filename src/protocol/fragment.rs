@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::envelope::decode_payload;
+use super::envelope::{decode_base64_into, decode_payload_into};
 use super::error::ProtocolError;
 
 /// Bounds of a [`Reassembler`].
@@ -35,12 +35,60 @@ impl Default for ReassemblyLimits {
     }
 }
 
+/// One message being reassembled. Pieces are decoded as soon as all earlier ones are in, so a message
+/// arriving in order is never held as text; pieces that arrive early wait for their turn.
 #[derive(Debug)]
 struct Partial {
-    parts: Vec<Option<String>>,
+    /// Pieces that arrived before their turn, by index.
+    early: Vec<Option<String>>,
+    /// Index of the next piece to decode (all before it are decoded).
+    next: u32,
+    /// The payload decoded so far.
+    raw: Vec<u8>,
+    /// Base64 characters of decoded pieces that did not fill a quantum of 4 (another producer may cut
+    /// the text anywhere); decoded with the next piece.
+    carry: Vec<u8>,
     received: u32,
     bytes: usize,
     started: Instant,
+}
+
+impl Partial {
+    /// Decode piece `next` (and any early pieces it unblocks); `Ok(true)` when the message is complete.
+    fn advance(&mut self, piece: &str) -> Result<bool, ProtocolError> {
+        self.decode(piece)?;
+        while let Some(p) = self.early.get_mut(self.next as usize).and_then(Option::take) {
+            self.decode(&p)?;
+        }
+        Ok(self.next as usize == self.early.len())
+    }
+
+    fn decode(&mut self, piece: &str) -> Result<(), ProtocolError> {
+        self.next += 1;
+        let last = self.next as usize == self.early.len();
+        let joined;
+        let text: &[u8] = if self.carry.is_empty() {
+            piece.as_bytes()
+        } else {
+            self.carry.extend_from_slice(piece.as_bytes());
+            joined = std::mem::take(&mut self.carry);
+            &joined
+        };
+        if last {
+            let text = std::str::from_utf8(text).map_err(|e| ProtocolError::InvalidBase64(e.to_string()))?;
+            return decode_payload_into(text, &mut self.raw);
+        }
+        let whole = text.len() - text.len() % 4;
+        let (now, later) = text.split_at(whole);
+        if now.last() == Some(&b'=') {
+            return Err(ProtocolError::InvalidBase64(
+                "padding before the end of the payload".into(),
+            ));
+        }
+        decode_base64_into(now, &mut self.raw)?;
+        self.carry = later.to_vec();
+        Ok(())
+    }
 }
 
 /// Outcome of feeding one fragment.
@@ -115,36 +163,46 @@ impl Reassembler {
             )));
         }
         let partial = self.partials.entry(key.to_owned()).or_insert_with(|| Partial {
-            parts: vec![None; count as usize],
+            early: vec![None; count as usize],
+            next: 0,
+            raw: Vec::new(),
+            carry: Vec::new(),
             received: 0,
             bytes: 0,
             started: now,
         });
-        if partial.parts.len() != count as usize {
-            let announced = partial.parts.len();
+        if partial.early.len() != count as usize {
+            let announced = partial.early.len();
             self.drop_key(key);
             return Err(ProtocolError::Fragment(format!(
                 "fragment announces {count} fragments, earlier ones announced {announced}"
             )));
         }
-        let slot = &mut partial.parts[index as usize];
-        if slot.is_some() {
-            return Ok(Fed::Pending);
+        if index < partial.next || partial.early[index as usize].is_some() {
+            return Ok(Fed::Pending); // a duplicate
         }
         partial.bytes += piece.len();
         self.bytes += piece.len();
-        *slot = Some(piece);
         partial.received += 1;
-        if partial.received < count {
+        if index > partial.next {
+            partial.early[index as usize] = Some(piece);
             return Ok(Fed::Pending);
         }
-        let partial = self.partials.remove(key).expect("present");
-        self.bytes -= partial.bytes;
-        let mut text = String::with_capacity(partial.bytes);
-        for p in partial.parts.into_iter().flatten() {
-            text.push_str(&p);
+        if partial.raw.capacity() == 0 {
+            partial.raw.reserve(piece.len() / 4 * 3 * count as usize);
         }
-        decode_payload(&text).map(Fed::Complete)
+        match partial.advance(&piece) {
+            Ok(false) => Ok(Fed::Pending),
+            Ok(true) => {
+                let partial = self.partials.remove(key).expect("present");
+                self.bytes -= partial.bytes;
+                Ok(Fed::Complete(partial.raw))
+            }
+            Err(e) => {
+                self.drop_key(key);
+                Err(e)
+            }
+        }
     }
 
     /// Drop every partial message started before `now - max_age`; returns their keys.
@@ -203,6 +261,25 @@ mod tests {
     }
 
     #[test]
+    fn pieces_cut_inside_base64_quanta() {
+        // another producer may cut the text anywhere: the pieces are joined before decoding
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 253) as u8).collect();
+        for width in [1, 5, 7, 998, 1001] {
+            let ps = pieces(&data, width);
+            let n = ps.len() as u32;
+            let mut r = Reassembler::new(ReassemblyLimits::default());
+            let now = Instant::now();
+            let mut out = None;
+            for (i, p) in ps.into_iter().enumerate().rev() {
+                if let Fed::Complete(v) = r.feed("k", i as u32, n, p, now).unwrap() {
+                    out = Some(v);
+                }
+            }
+            assert_eq!(out.as_deref(), Some(&data[..]), "width {width}");
+        }
+    }
+
+    #[test]
     fn shuffled_with_duplicates_many_seeds() {
         // a small deterministic property test: many permutations, with duplicates, interleaved keys
         let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 256) as u8).collect();
@@ -223,7 +300,7 @@ mod tests {
             let mut done = None;
             for idx in order {
                 // interleave with another message that never completes
-                r.feed("other", 0, 2, "QQ==".into(), now).unwrap();
+                r.feed("other", 0, 2, "QUJD".into(), now).unwrap();
                 if let Fed::Complete(v) = r.feed("k", idx, n, ps[idx as usize].clone(), now).unwrap() {
                     assert!(done.is_none(), "completed twice");
                     done = Some(v);
@@ -277,5 +354,16 @@ mod tests {
             r.feed("a", 1, 2, "!!".into(), now),
             Err(ProtocolError::InvalidBase64(_))
         ));
+        // found in the middle: the message is dropped at once, nothing stays buffered
+        r.feed("b", 2, 3, "QUJD".into(), now).unwrap();
+        assert!(matches!(
+            r.feed("b", 0, 3, "QQ==".into(), now),
+            Err(ProtocolError::InvalidBase64(m)) if m.contains("padding")
+        ));
+        assert!(matches!(
+            r.feed("c", 0, 3, "QU#D".into(), now),
+            Err(ProtocolError::InvalidBase64(m)) if m.contains("'#' at offset 2")
+        ));
+        assert_eq!((r.pending(), r.buffered_bytes()), (0, 0));
     }
 }

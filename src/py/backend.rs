@@ -3,7 +3,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyDict, PyString};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +47,7 @@ struct PyHandler {
 }
 
 impl Handler for PyHandler {
-    fn handle(&self, request: &Request, replier: &Replier) -> Option<Result<String, String>> {
+    fn handle(&self, request: &Request, replier: &Replier) -> Option<Result<Bytes, String>> {
         // None while the interpreter shuts down: no reply then (the caller's timeout ends its wait)
         runtime::attach(|py| {
             let responder = Responder {
@@ -55,10 +57,11 @@ impl Handler for PyHandler {
             let result = self
                 .func
                 .call1(py, (PyString::new(py, &request.payload), responder))
-                .and_then(|r| r.extract::<Option<(bool, String)>>(py));
+                .and_then(|r| r.extract::<Option<(bool, PyBackedStr)>>(py));
             match result {
-                Ok(Some((true, body))) => Some(Ok(body)),
-                Ok(Some((false, text))) => Some(Err(text)),
+                // NOTE: the reply's text is not copied (`PyBackedStr`, kept alive until it is sent)
+                Ok(Some((true, body))) => Some(Ok(Bytes::from_owner(body))),
+                Ok(Some((false, text))) => Some(Err(text.to_string())),
                 // the handler sent its replies itself (the reference's `MessageConsumer` style)
                 Ok(None) => None,
                 Err(e) => Some(Err(format!("error executing request: {e}"))),

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use serde::Deserialize;
@@ -111,15 +112,17 @@ fn message_type(s: &str) -> PyResult<MessageType> {
     MessageType::parse(s).ok_or_else(|| config_err(format!("unknown message type {s:?}")))
 }
 
-/// The bytes of a `str` (UTF-8) or bytes-like payload. `PyBackedStr`: borrowing a `str`'s UTF-8 needs the
-/// limited API of 3.10, and the extension is built for the stable ABI of 3.9 (one wheel for every Python).
-pub(crate) fn payload_bytes(payload: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+/// The bytes of a `str` (UTF-8) or bytes-like payload, without copying a `str` or `bytes`: the result
+/// keeps the Python object alive and reads its buffer (payloads may be hundreds of megabytes).
+/// `PyBackedStr`: borrowing a `str`'s UTF-8 needs the limited API of 3.10, and the extension is built for
+/// the stable ABI of 3.9 (one wheel for every Python); on 3.9 it holds a UTF-8 copy.
+pub(crate) fn payload_bytes(payload: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     if let Ok(s) = payload.extract::<pyo3::pybacked::PyBackedStr>() {
-        Ok(s.as_bytes().to_vec())
-    } else if let Ok(b) = payload.cast::<PyBytes>() {
-        Ok(b.as_bytes().to_vec())
+        Ok(Bytes::from_owner(s))
+    } else if let Ok(b) = payload.extract::<pyo3::pybacked::PyBackedBytes>() {
+        Ok(Bytes::from_owner(b))
     } else {
-        Ok(payload.extract::<Vec<u8>>()?)
+        Ok(payload.extract::<Vec<u8>>()?.into())
     }
 }
 
