@@ -109,6 +109,7 @@ async fn start_broker() -> BrokerHandle {
 
 fn address(b: &BrokerHandle) -> BrokerAddress {
     BrokerAddress::Pulsar {
+        tls: false,
         host: "127.0.0.1".into(),
         port: b.addr.port().to_string(),
         persistence: "non-persistent".into(),
@@ -533,5 +534,184 @@ async fn without_overflow_replies_a_saturated_backend_holds_deliveries_and_answe
     }
     cancel.cancel();
     be.await.unwrap().unwrap();
+    b.shutdown().await;
+}
+
+/// A CA and a server certificate for 127.0.0.1/localhost signed by it, as PEM files in `dir`:
+/// (ca.pem, cert.pem, key.pem).
+fn tls_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "dasf test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let files = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&files.0, ca.pem()).unwrap();
+    std::fs::write(&files.1, cert.pem()).unwrap();
+    std::fs::write(&files.2, key.serialize_pem()).unwrap();
+    files
+}
+
+async fn start_tls_broker(dir: &std::path::Path) -> (BrokerHandle, std::path::PathBuf) {
+    let (ca, cert, key) = tls_files(dir);
+    let cfg = BrokerConfig {
+        tls: Some(demessaging_rs::broker::tls_server_config(&cert, &key).unwrap()),
+        ..BrokerConfig::default()
+    };
+    let b = Broker::bind("127.0.0.1:0".parse().unwrap(), cfg)
+        .await
+        .unwrap()
+        .spawn()
+        .unwrap();
+    (b, ca)
+}
+
+fn tls_address(b: &BrokerHandle) -> BrokerAddress {
+    match address(b) {
+        BrokerAddress::Pulsar {
+            host,
+            port,
+            persistence,
+            tenant,
+            namespace,
+            ..
+        } => BrokerAddress::Pulsar {
+            tls: true,
+            host,
+            port,
+            persistence,
+            tenant,
+            namespace,
+        },
+        other => other,
+    }
+}
+
+fn trusting(ca: &std::path::Path) -> ConnectOptions {
+    ConnectOptions {
+        tls: demessaging_rs::transport::TlsOptions {
+            ca_file: Some(ca.to_owned()),
+            insecure_no_verify: false,
+        },
+        ..ConnectOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_end_to_end_and_what_a_tls_port_does_with_strangers() {
+    let dir = std::env::temp_dir().join(format!("dasf-e2e-tls-{}", std::process::id()));
+    let (b, ca) = start_tls_broker(&dir).await;
+    let cancel = CancellationToken::new();
+    let cfg = BackendConfig {
+        address: tls_address(&b),
+        connect: trusting(&ca),
+        ..backend_config(&b, "tls", 2, 8)
+    };
+    let be = tokio::spawn(backend::run(cfg, Arc::new(Echo), cancel.clone()));
+    let client_cfg = |connect: ConnectOptions| ClientConfig {
+        address: tls_address(&b),
+        topic: "tls".into(),
+        connect,
+        max_payload_size: 512_000,
+        reassembly: ReassemblyLimits::default(),
+    };
+    let c = Client::connect(client_cfg(trusting(&ca))).await.unwrap();
+    wait_ready(&c).await;
+
+    // a call over wss, with a fragmented 2 MB request and reply
+    let data = "z".repeat(2_000_000);
+    let r = c
+        .call(
+            MessageType::Request,
+            call_json(serde_json::json!({"func_name": "echo", "data": data})),
+            Duration::from_secs(20),
+            "echo",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Success);
+    assert_eq!(r.payload.len(), 2_000_002);
+
+    // a client that does not trust the CA (system roots only): a certificate error, not retried
+    let e = Client::connect(client_cfg(ConnectOptions::default()))
+        .await
+        .err()
+        .expect("untrusted");
+    let text = e.to_string();
+    assert!(text.contains("certificate") && text.contains("CA"), "{text}");
+
+    // insecure mode connects (development only)
+    let insecure = ConnectOptions {
+        tls: demessaging_rs::transport::TlsOptions {
+            ca_file: None,
+            insecure_no_verify: true,
+        },
+        ..ConnectOptions::default()
+    };
+    let ci = Client::connect(client_cfg(insecure)).await.unwrap();
+    wait_ready(&ci).await;
+
+    // a plain ws:// client on the TLS port gets a 400 that says what to do
+    let url = format!(
+        "ws://127.0.0.1:{}/ws/v2/producer/non-persistent/public/default/tls",
+        b.addr.port()
+    );
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 400);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned();
+            assert!(body.contains("wss://"), "{body}");
+        }
+        other => panic!("expected HTTP 400, got {other:?}"),
+    }
+
+    // garbage that starts like a TLS record, and a peer that goes silent mid-handshake
+    use tokio::io::AsyncWriteExt;
+    let mut junk = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+    junk.write_all(b"\x16\x03\x01\x00\x05garbagegarbage").await.unwrap();
+    let _silent = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+
+    // ... and everyone else is still served
+    let r = c
+        .call(
+            MessageType::Request,
+            call_json(serde_json::json!({"func_name": "echo", "data": 1})),
+            Duration::from_secs(10),
+            "echo",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.payload, b"1");
+
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), be).await;
+    b.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_client_on_a_plain_port_fails_at_once() {
+    let b = start_broker().await;
+    let cfg = ClientConfig {
+        address: tls_address(&b),
+        topic: "plain".into(),
+        connect: ConnectOptions::default(),
+        max_payload_size: 512_000,
+        reassembly: ReassemblyLimits::default(),
+    };
+    // bounded: the broker closes a TLS hello on a plain port instead of waiting for an HTTP head
+    let r = tokio::time::timeout(Duration::from_secs(30), Client::connect(cfg)).await;
+    let e = r.expect("no hang").err().expect("must fail");
+    assert!(e.to_string().contains("TLS"), "{e}");
+    // the broker still serves plain clients
+    let c = client(&b, "plain").await;
+    drop(c);
     b.shutdown().await;
 }

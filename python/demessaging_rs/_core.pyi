@@ -42,6 +42,8 @@ class Broker:
         receiver_queue_size: Optional[int] = None,
         publish_hold: Optional[float] = None,
         threads: Optional[int] = None,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
     ) -> Broker: ...
     @property
     def host(self) -> str: ...

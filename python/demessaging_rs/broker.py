@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+import os
+from typing import Any, List, Optional, Union
 
 from demessaging_rs import _core
 
@@ -14,6 +15,7 @@ class Broker:
 
     It starts serving on construction; ``port=0`` picks a free port (read it from :attr:`port`).
     ``threads=n`` runs it on `n` threads of its own; by default it shares the package's runtime.
+    ``tls_cert`` and ``tls_key`` (PEM files: certificate chain and private key) make it serve ``wss://`` only.
     """
 
     def __init__(
@@ -27,6 +29,8 @@ class Broker:
         receiver_queue_size: Optional[int] = None,
         publish_hold: Optional[float] = None,
         threads: Optional[int] = None,
+        tls_cert: Optional[Union[str, "os.PathLike[str]"]] = None,
+        tls_key: Optional[Union[str, "os.PathLike[str]"]] = None,
     ) -> None:
         self._core = _core.Broker(
             host,
@@ -37,6 +41,8 @@ class Broker:
             receiver_queue_size=receiver_queue_size,
             publish_hold=publish_hold,
             threads=threads,
+            tls_cert=None if tls_cert is None else os.fspath(tls_cert),
+            tls_key=None if tls_key is None else os.fspath(tls_key),
         )
 
     @property
@@ -49,7 +55,7 @@ class Broker:
 
     @property
     def url(self) -> str:
-        """``ws://host:port``."""
+        """``ws://host:port`` (``wss://`` with TLS)."""
         return self._core.url
 
     @property

@@ -133,6 +133,15 @@ def get_parser(module_name: str = "__main__", config: Optional[ModuleConfig] = N
         default = mc.get(name, getattr(pulsar, name))
         pgroup.add_argument(*flags, help=helptext(name, PulsarConfig, default), default=default, dest=f"pulsar_config.{name}")
 
+    pgroup.add_argument("--ssl", action="store_true", default=bool(mc.get("ssl", pulsar.ssl)),
+                        help=helptext("ssl", PulsarConfig), dest="pulsar_config.ssl")
+    conn.add_argument("--ssl-ca-file", default=mc.get("ssl_ca_file"), help=helptext("ssl_ca_file", PulsarConfig),
+                      dest="messaging_config.ssl_ca_file")
+    conn.add_argument("--ssl-insecure-no-verify", action="store_true",
+                      default=bool(mc.get("ssl_insecure_no_verify", False)),
+                      help=helptext("ssl_insecure_no_verify", PulsarConfig),
+                      dest="messaging_config.ssl_insecure_no_verify")
+
     int_options = (
         ("--max-workers", "max_workers"),
         ("--queue_size", "queue_size"),
@@ -304,7 +313,11 @@ def _broker(argv: List[str]) -> int:
     p.add_argument("--max-connections", type=int, help="Maximum simultaneous connections. Default: 10000")
     p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                    help="Worker threads of the broker. Default: half the CPUs (%(default)s)")
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve wss:// only (needs --tls-key).")
+    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert.")
     args = p.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        p.error("--tls-cert and --tls-key go together")
     _console_logging()
     try:
         broker = Broker(
@@ -314,8 +327,10 @@ def _broker(argv: List[str]) -> int:
             max_connections=args.max_connections,
             tokens=_read_tokens(args.token_file),
             threads=args.threads,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
-    except OSError as e:
+    except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:

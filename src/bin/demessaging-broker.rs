@@ -1,5 +1,5 @@
 //! Standalone embedded broker (no Python): `demessaging-broker [--host H] [--port P] [--token-file F]
-//! [--max-frame-size N] [--max-connections N]`. Stops cleanly on SIGINT/SIGTERM.
+//! [--max-frame-size N] [--max-connections N] [--tls-cert PEM --tls-key PEM]`. Stops cleanly on SIGINT/SIGTERM.
 //! `DASF_BROKER_THREADS` sets the number of worker threads (default: half the cores).
 //! The Python console script `demessaging-rs broker` runs the same broker inside the package.
 
@@ -10,12 +10,13 @@ use std::process::ExitCode;
 use demessaging_rs::broker::{Broker, BrokerConfig};
 
 const USAGE: &str = "usage: demessaging-broker [--host HOST] [--port PORT] [--token-file FILE] \
-                     [--max-frame-size BYTES] [--max-connections N]";
+                     [--max-frame-size BYTES] [--max-connections N] [--tls-cert PEM --tls-key PEM]";
 
 fn parse(args: &[String]) -> Result<(String, u16, BrokerConfig), String> {
     let mut host = "127.0.0.1".to_owned();
     let mut port = 8080u16;
     let mut cfg = BrokerConfig::default();
+    let (mut cert, mut key) = (None, None);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
@@ -38,10 +39,17 @@ fn parse(args: &[String]) -> Result<(String, u16, BrokerConfig), String> {
                 }
                 cfg.tokens = Some(tokens);
             }
+            "--tls-cert" => cert = Some(std::path::PathBuf::from(value()?)),
+            "--tls-key" => key = Some(std::path::PathBuf::from(value()?)),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
+    cfg.tls = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(demessaging_rs::broker::tls_server_config(&cert, &key)?),
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
     Ok((host, port, cfg))
 }
 
@@ -73,6 +81,7 @@ fn main() -> ExitCode {
         .thread_name("broker")
         .build()
         .expect("runtime");
+    let scheme = if cfg.tls.is_some() { "wss" } else { "ws" };
     rt.block_on(async move {
         let broker = match Broker::bind(addr, cfg).await {
             Ok(b) => b,
@@ -82,7 +91,7 @@ fn main() -> ExitCode {
             }
         };
         let local = broker.local_addr().expect("bound");
-        println!("demessaging-broker listening on ws://{local}");
+        println!("demessaging-broker listening on {scheme}://{local}");
         let handle = broker.spawn().expect("spawn");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal");
         tokio::select! {

@@ -26,6 +26,8 @@ pub struct BrokerConfig {
     pub publish_hold: Duration,
     /// Accepted tokens; `None` disables authentication.
     pub tokens: Option<HashSet<String>>,
+    /// TLS identity; `None` serves plain `ws://` (see [`super::tls_server_config`]).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for BrokerConfig {
@@ -39,6 +41,7 @@ impl Default for BrokerConfig {
             max_backlog: 100_000,
             publish_hold: Duration::from_secs(10),
             tokens: None,
+            tls: None,
         }
     }
 }

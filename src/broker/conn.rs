@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::io::Conn;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -35,7 +34,7 @@ const SEND_ERROR_PAYLOAD: &str = "send-error:7";
 /// The message could not be stored (e.g. subscriptions full).
 const SEND_ERROR_UNKNOWN: &str = "send-error:8";
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Conn>;
 
 /// What the upgrade accepted.
 enum Endpoint {
@@ -70,13 +69,8 @@ struct ConsumerOpts {
 }
 
 /// Answer a connection over the limit with HTTP 503 and close it.
-pub(super) async fn refuse_busy(mut stream: TcpStream) {
-    let body = "too many connections";
-    let resp = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(resp.as_bytes())).await;
+pub(super) async fn refuse_busy(conn: Conn) {
+    super::http::reply(conn, "503 Service Unavailable", "text/plain", "too many connections").await;
 }
 
 /// An upgrade refused with an HTTP status and a reason (sent as the body).
@@ -195,10 +189,18 @@ fn admit(state: &State, req: &Request) -> Result<Endpoint, Refusal> {
     }
 }
 
-pub(super) async fn run(mut stream: TcpStream, peer: SocketAddr, state: Arc<State>, cancel: CancellationToken) {
-    match super::http::peek(&mut stream, state.cfg.handshake_timeout).await {
+pub(super) async fn run(mut stream: Conn, peer: SocketAddr, state: Arc<State>, cancel: CancellationToken) {
+    let peeked = tokio::select! {
+        _ = cancel.cancelled() => return,
+        p = super::http::peek(&mut stream, state.cfg.handshake_timeout) => p,
+    };
+    match peeked {
         super::http::Peeked::Upgrade => {}
         super::http::Peeked::Gone => return,
+        super::http::Peeked::Tls => {
+            tracing::debug!(target: LOG, "{peer} started a TLS handshake, but this port has no TLS: closed");
+            return;
+        }
         super::http::Peeked::Plain { method, path } => {
             super::http::respond(stream, &method, &path, &state).await;
             return;

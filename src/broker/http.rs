@@ -4,43 +4,41 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::io::Conn;
 use super::State;
 
 /// What the first bytes of a connection are.
 pub(super) enum Peeked {
-    /// A WebSocket upgrade: hand the stream to tungstenite untouched.
+    /// A WebSocket upgrade: the head stays buffered for tungstenite.
     Upgrade,
     /// A plain HTTP request with its method and path; the head was consumed.
     Plain { method: String, path: String },
+    /// A TLS handshake on a port without TLS.
+    Tls,
     /// The peer sent nothing usable in time.
     Gone,
 }
 
 const MAX_HEAD: usize = 16 * 1024;
 
-/// Look at the request head without consuming it (unless it is plain HTTP).
-pub(super) async fn peek(stream: &mut TcpStream, limit: Duration) -> Peeked {
-    let mut buf = vec![0u8; MAX_HEAD];
+/// Read the request head (kept buffered in `conn` unless it is plain HTTP, which is answered here).
+pub(super) async fn peek(conn: &mut Conn, limit: Duration) -> Peeked {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Peeked::Gone,
-            Ok(Ok(n)) => n,
-        };
-        let head = &buf[..n];
+        let head = conn.buffered();
+        if head.first() == Some(&0x16) {
+            return Peeked::Tls; // a TLS ClientHello record
+        }
         let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
-            if n >= MAX_HEAD {
+            if head.len() >= MAX_HEAD {
                 return Peeked::Gone;
             }
-            // partial head (rare): wait a moment for the rest
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            if tokio::time::Instant::now() >= deadline {
-                return Peeked::Gone;
+            match tokio::time::timeout_at(deadline, conn.fill(MAX_HEAD)).await {
+                Ok(Ok(n)) if n > 0 => continue,
+                _ => return Peeked::Gone,
             }
-            continue;
         };
         let text = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
         let upgrade = text
@@ -53,16 +51,26 @@ pub(super) async fn peek(stream: &mut TcpStream, limit: Duration) -> Peeked {
         let mut first = original.lines().next().unwrap_or("").split_whitespace();
         let method = first.next().unwrap_or("").to_owned();
         let path = first.next().unwrap_or("").to_owned();
-        let mut consumed = vec![0u8; end + 4];
-        if stream.read_exact(&mut consumed).await.is_err() {
-            return Peeked::Gone;
-        }
+        conn.consume(end + 4);
         return Peeked::Plain { method, path };
     }
 }
 
+/// Answer with a plain HTTP response and close.
+pub(super) async fn reply(mut stream: impl AsyncWrite + Unpin, status: &str, content_type: &str, body: &str) {
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(resp.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
 /// Answer a plain HTTP request and close.
-pub(super) async fn respond(mut stream: TcpStream, method: &str, path: &str, state: &State) {
+pub(super) async fn respond(conn: Conn, method: &str, path: &str, state: &State) {
     let path_only = path.split('?').next().unwrap_or("");
     let (status, body) = match (method, path_only) {
         ("GET", "/admin/v2/stats") => ("200 OK", stats_json(state)),
@@ -73,12 +81,7 @@ pub(super) async fn respond(mut stream: TcpStream, method: &str, path: &str, sta
         ),
         _ => ("405 Method Not Allowed", serde_json::json!({"error": "only GET is served here"}).to_string()),
     };
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(resp.as_bytes())).await;
-    let _ = stream.shutdown().await;
+    reply(conn, status, "application/json", &body).await;
 }
 
 fn stats_json(state: &State) -> String {

@@ -9,15 +9,20 @@
 //! that consumer's bounded queue. When all queues are full the producer task waits (its socket is not
 //! read) for at most `publish_hold`, then acks with an error: nothing acked `ok` is dropped by the broker.
 //!
-//! Depends on `protocol`. Never on Python.
+//! With a TLS identity configured (`BrokerConfig::tls`), every connection first completes a TLS handshake
+//! (bounded by the handshake timeout); a plain HTTP request on such a port gets a 400 that says so.
+//!
+//! Depends on `protocol` (and `transport::tls` for certificate files). Never on Python.
 
 mod config;
 mod conn;
 mod http;
+mod io;
 mod subscription;
 mod topic;
 
 pub use config::BrokerConfig;
+pub use io::tls_server_config;
 pub use subscription::SubType;
 
 use std::net::SocketAddr;
@@ -129,10 +134,58 @@ impl BrokerHandle {
 }
 
 async fn handle(stream: TcpStream, peer: SocketAddr, state: Arc<State>, cancel: CancellationToken) {
+    let io = match state.cfg.tls.clone() {
+        None => io::Io::Plain(stream),
+        Some(tls) => {
+            let accepted = tokio::select! {
+                _ = cancel.cancelled() => None,
+                io = accept_tls(stream, peer, tls, &state) => io,
+            };
+            match accepted {
+                Some(io) => io,
+                None => return,
+            }
+        }
+    };
+    let conn = io::Conn::new(io);
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
-        conn::refuse_busy(stream).await;
+        conn::refuse_busy(conn).await;
         return;
     };
-    conn::run(stream, peer, state, cancel).await;
+    conn::run(conn, peer, state, cancel).await;
     drop(permit);
+}
+
+/// The TLS handshake of one connection; `None` (logged) when the peer does not complete it.
+async fn accept_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    state: &State,
+) -> Option<io::Io> {
+    let limit = state.cfg.handshake_timeout;
+    // a TLS ClientHello record starts with 0x16; anything else is most likely a plain ws:// client
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(limit, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == 0x16 => {}
+        Ok(Ok(1)) => {
+            tracing::debug!(target: "demessaging_rs.broker", "{peer} sent plain text to the TLS port");
+            let body = "this broker only accepts TLS connections: use wss:// (or https://)";
+            http::reply(stream, "400 Bad Request", "text/plain", body).await;
+            return None;
+        }
+        _ => return None,
+    }
+    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    match tokio::time::timeout(limit, accept).await {
+        Ok(Ok(s)) => Some(io::Io::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            tracing::debug!(target: "demessaging_rs.broker", "TLS handshake from {peer} failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(target: "demessaging_rs.broker", "TLS handshake from {peer} timed out");
+            None
+        }
+    }
 }

@@ -16,8 +16,11 @@ pub enum Role {
 /// How a client addresses its broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerAddress {
-    /// A Pulsar-style broker: `ws://host:port/ws/v2/{role}/{persistence}/{tenant}/{namespace}/{topic}`.
+    /// A Pulsar-style broker: `ws://host:port/ws/v2/{role}/{persistence}/{tenant}/{namespace}/{topic}`
+    /// (`wss://` with `tls`).
     Pulsar {
+        /// Connect with TLS (`wss://`).
+        tls: bool,
         /// Host name.
         host: String,
         /// Port.
@@ -43,13 +46,15 @@ impl BrokerAddress {
     pub fn producer_url(&self, topic: &str) -> String {
         match self {
             Self::Pulsar {
+                tls,
                 host,
                 port,
                 persistence,
                 tenant,
                 namespace,
             } => {
-                format!("ws://{host}:{port}/ws/v2/producer/{persistence}/{tenant}/{namespace}/{topic}")
+                let scheme = if *tls { "wss" } else { "ws" };
+                format!("{scheme}://{host}:{port}/ws/v2/producer/{persistence}/{tenant}/{namespace}/{topic}")
             }
             Self::Websocket { producer_url, .. } => join(producer_url, topic),
         }
@@ -59,13 +64,17 @@ impl BrokerAddress {
     pub fn consumer_url(&self, topic: &str, subscription: &str, query: &str) -> String {
         let base = match self {
             Self::Pulsar {
+                tls,
                 host,
                 port,
                 persistence,
                 tenant,
                 namespace,
             } => {
-                format!("ws://{host}:{port}/ws/v2/consumer/{persistence}/{tenant}/{namespace}/{topic}/{subscription}")
+                let scheme = if *tls { "wss" } else { "ws" };
+                format!(
+                    "{scheme}://{host}:{port}/ws/v2/consumer/{persistence}/{tenant}/{namespace}/{topic}/{subscription}"
+                )
             }
             Self::Websocket { consumer_url, .. } => join(&join(consumer_url, topic), subscription),
         };
@@ -197,7 +206,8 @@ mod tests {
 
     #[test]
     fn pulsar_urls() {
-        let a = BrokerAddress::Pulsar {
+        let mut a = BrokerAddress::Pulsar {
+            tls: false,
             host: "localhost".into(),
             port: "8080".into(),
             persistence: "non-persistent".into(),
@@ -212,6 +222,16 @@ mod tests {
             a.consumer_url("t", "s", "subscriptionType=Shared"),
             "ws://localhost:8080/ws/v2/consumer/non-persistent/public/default/t/s?subscriptionType=Shared"
         );
+        if let BrokerAddress::Pulsar { tls, .. } = &mut a {
+            *tls = true;
+        }
+        assert_eq!(
+            a.producer_url("t"),
+            "wss://localhost:8080/ws/v2/producer/non-persistent/public/default/t"
+        );
+        assert!(a
+            .consumer_url("t", "s", "")
+            .starts_with("wss://localhost:8080/ws/v2/consumer/"));
     }
 
     #[test]

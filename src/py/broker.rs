@@ -16,6 +16,8 @@ use crate::broker::{Broker as RsBroker, BrokerConfig};
 pub struct Broker {
     host: String,
     port: u16,
+    /// `ws` or `wss`.
+    scheme: &'static str,
     cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// A runtime of its own (`threads=` given), shut down with the broker.
@@ -26,7 +28,7 @@ pub struct Broker {
 impl Broker {
     /// Bind and start serving at once (port 0 picks a free port).
     #[new]
-    #[pyo3(signature = (host="127.0.0.1", port=8080, *, max_frame_size=None, max_connections=None, tokens=None, receiver_queue_size=None, publish_hold=None, threads=None))]
+    #[pyo3(signature = (host="127.0.0.1", port=8080, *, max_frame_size=None, max_connections=None, tokens=None, receiver_queue_size=None, publish_hold=None, threads=None, tls_cert=None, tls_key=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -38,8 +40,19 @@ impl Broker {
         receiver_queue_size: Option<usize>,
         publish_hold: Option<f64>,
         threads: Option<usize>,
+        tls_cert: Option<std::path::PathBuf>,
+        tls_key: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
-        let mut cfg = BrokerConfig::default();
+        let tls = match (tls_cert, tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(crate::broker::tls_server_config(&cert, &key).map_err(config_err)?),
+            _ => return Err(config_err("TLS needs both a certificate file and a key file")),
+        };
+        let mut cfg = BrokerConfig {
+            tls,
+            ..BrokerConfig::default()
+        };
+        let scheme = if cfg.tls.is_some() { "wss" } else { "ws" };
         if let Some(v) = max_frame_size {
             cfg.max_frame_size = v;
         }
@@ -90,6 +103,7 @@ impl Broker {
         Ok(Self {
             host: local.ip().to_string(),
             port: local.port(),
+            scheme,
             cancel,
             task: Mutex::new(Some(task)),
             own_runtime: Mutex::new(own_runtime),
@@ -111,7 +125,7 @@ impl Broker {
     /// `ws://host:port`.
     #[getter]
     fn url(&self) -> String {
-        format!("ws://{}:{}", self.host, self.port)
+        format!("{}://{}:{}", self.scheme, self.host, self.port)
     }
 
     /// Whether the broker still serves.

@@ -16,7 +16,7 @@ use crate::client::{Client as RsClient, ClientConfig, ClientError, Reply, Waited
 use crate::protocol::dasf::MessageType;
 use crate::protocol::url::BrokerAddress;
 use crate::protocol::{Properties, ReassemblyLimits};
-use crate::transport::ConnectOptions;
+use crate::transport::{ConnectOptions, TlsOptions};
 
 /// Connection settings shared by `Client` and `Backend`, as the Python config dumps them.
 #[derive(Debug, Deserialize)]
@@ -45,6 +45,13 @@ pub(crate) struct ConnSpec {
     pub connect_timeout: Option<f64>,
     #[serde(default)]
     pub max_message_size: Option<usize>,
+    /// `wss://` for host/port settings.
+    #[serde(default)]
+    pub ssl: bool,
+    #[serde(default)]
+    pub ssl_ca_file: Option<String>,
+    #[serde(default)]
+    pub ssl_insecure_no_verify: bool,
 }
 
 impl ConnSpec {
@@ -70,6 +77,7 @@ impl ConnSpec {
             Some(other) => return Err(config_err(format!("invalid port {other}"))),
         };
         Ok(BrokerAddress::Pulsar {
+            tls: self.ssl,
             host: self.host.clone().unwrap_or_else(|| "localhost".into()),
             port,
             persistence: self.persistent.clone().unwrap_or_else(|| "non-persistent".into()),
@@ -96,6 +104,10 @@ impl ConnSpec {
                 .connect_timeout
                 .map_or(defaults.connect_timeout, |t| Duration::from_secs_f64(t.max(0.001))),
             max_message_size: self.max_message_size.unwrap_or(defaults.max_message_size),
+            tls: TlsOptions {
+                ca_file: self.ssl_ca_file.clone().filter(|f| !f.is_empty()).map(Into::into),
+                insecure_no_verify: self.ssl_insecure_no_verify,
+            },
             ..defaults
         }
     }

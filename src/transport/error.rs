@@ -35,6 +35,12 @@ pub enum TransportError {
     /// The peer violated the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// TLS could not be set up (a CA file that is missing or not PEM, no system roots).
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// The TLS handshake failed, e.g. the broker's certificate is not trusted.
+    #[error("TLS handshake with {0} failed: {1}")]
+    Handshake(String, String),
     /// The operation was cancelled (shutdown).
     #[error("cancelled")]
     Cancelled,
@@ -55,15 +61,37 @@ impl TransportError {
                     body,
                 }
             }
+            // tokio-rustls reports handshake failures as I/O errors around the rustls error
+            tungstenite::Error::Io(io) if io.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
+                Self::handshake(url, io.to_string())
+            }
+            tungstenite::Error::Io(io) if url.starts_with("wss:") && io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Self::handshake(
+                    url,
+                    "the broker closed the connection during the TLS handshake (does this port serve TLS?)".into(),
+                )
+            }
             tungstenite::Error::Io(io) => Self::Unreachable(url.into(), io.to_string()),
             tungstenite::Error::Url(u) => Self::InvalidUrl(url.into(), u.to_string()),
+            tungstenite::Error::Tls(t) => Self::handshake(url, t.to_string()),
             other => Self::Ws(other.to_string()),
         }
+    }
+
+    fn handshake(url: &str, text: String) -> Self {
+        let hint = if text.contains("certificate") {
+            " (the broker's certificate is not trusted: pass its CA with --ssl-ca-file / ssl_ca_file or SSL_CERT_FILE)"
+        } else {
+            ""
+        };
+        Self::Handshake(url.into(), format!("{text}{hint}"))
     }
 
     /// Whether retrying the same connect may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
+            // a certificate stays untrusted however often we ask; a torn handshake may not
+            Self::Handshake(_, text) => !text.contains("certificate"),
             Self::Timeout(..) | Self::Unreachable(..) | Self::Ws(_) => true,
             // 5xx and 409 (exclusive subscription still held by a vanished consumer) may clear up
             Self::Refused { status, .. } => *status >= 500 || *status == 409,

@@ -4,8 +4,10 @@
 //! Depends on `protocol` only. Used by `backend` and `client`; the broker accepts connections itself.
 
 mod error;
+pub mod tls;
 
 pub use error::TransportError;
+pub use tls::TlsOptions;
 
 use std::time::Duration;
 
@@ -40,6 +42,8 @@ pub struct ConnectOptions {
     pub write_queue: usize,
     /// Interval of WebSocket pings sent while idle (`None`: never).
     pub ping_interval: Option<Duration>,
+    /// Certificate checks of `wss://` URLs.
+    pub tls: TlsOptions,
 }
 
 impl Default for ConnectOptions {
@@ -50,6 +54,7 @@ impl Default for ConnectOptions {
             max_message_size: 64 << 20,
             write_queue: 1024,
             ping_interval: Some(Duration::from_secs(30)),
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -68,7 +73,12 @@ pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<WsStream, Trans
     let config = WebSocketConfig::default()
         .max_message_size(Some(opts.max_message_size))
         .max_frame_size(Some(opts.max_message_size));
-    let fut = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let connector = if request.uri().scheme_str() == Some("wss") {
+        tokio_tungstenite::Connector::Rustls(tls::client_config(&opts.tls)?)
+    } else {
+        tokio_tungstenite::Connector::Plain
+    };
+    let fut = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(connector));
     match tokio::time::timeout(opts.connect_timeout, fut).await {
         Err(_) => Err(TransportError::Timeout(url.into(), opts.connect_timeout)),
         Ok(Err(e)) => Err(TransportError::connect(url, e)),

@@ -98,6 +98,22 @@ class BaseMessagingConfig(BaseSettings):
         description="Subscription name of the backend's consumer (default: backend-module-<start time>).",
     )
 
+    ssl_ca_file: Optional[str] = Field(
+        default=None,
+        description=(
+            "PEM file of the CA certificates to trust for wss:// connections, instead of the system's (which "
+            "also honour SSL_CERT_FILE and SSL_CERT_DIR)."
+        ),
+    )
+
+    ssl_insecure_no_verify: bool = Field(
+        default=False,
+        description=(
+            "INSECURE, for development only: accept any certificate on wss:// connections, so anyone on the "
+            "path can read and change the traffic."
+        ),
+    )
+
     _producer: Optional["MessageProducer"] = None
 
     @model_validator(mode="after")
@@ -121,6 +137,9 @@ class BaseMessagingConfig(BaseSettings):
         """The settings the Rust core needs to open connections."""
         raise NotImplementedError
 
+    def _tls_settings(self) -> Dict[str, Any]:
+        return {"ssl_ca_file": self.ssl_ca_file, "ssl_insecure_no_verify": self.ssl_insecure_no_verify}
+
     def get_topic_url(self, topic: str, subscription: Optional[str] = None) -> str:
         """The websocket URL of a producer (or, with `subscription`, a consumer) on `topic`."""
         raise NotImplementedError
@@ -140,6 +159,8 @@ class PulsarConfig(BaseMessagingConfig):
 
     namespace: str = Field("default", description="Pulsar namespace.")
 
+    ssl: bool = Field(False, description="Connect with TLS (wss://), e.g. to Pulsar's WebSocket service behind HTTPS.")
+
     @field_validator("port", mode="before")
     @classmethod
     def _port_as_str(cls, value: Any) -> Any:
@@ -155,13 +176,17 @@ class PulsarConfig(BaseMessagingConfig):
             "namespace": self.namespace,
             "header": dict(self.header),
             "max_payload_size": self.max_payload_size,
+            "ssl": self.ssl,
+            **self._tls_settings(),
         }
 
     def get_topic_url(self, topic: str, subscription: Optional[str] = None) -> str:
         role = "consumer" if subscription else "producer"
         tail = f"/{subscription}" if subscription else ""
+        scheme = "wss" if self.ssl else "ws"
         return (
-            f"ws://{self.host}:{self.port}/ws/v2/{role}/{self.persistent}/{self.tenant}/{self.namespace}/{topic}{tail}"
+            f"{scheme}://{self.host}:{self.port}/ws/v2/{role}/{self.persistent}/{self.tenant}/{self.namespace}/"
+            f"{topic}{tail}"
         )
 
 
@@ -182,6 +207,7 @@ class WebsocketURLConfig(BaseMessagingConfig):
             "consumer_url": self.consumer_url or self.websocket_url,
             "header": dict(self.header),
             "max_payload_size": self.max_payload_size,
+            **self._tls_settings(),
         }
 
     def get_topic_url(self, topic: str, subscription: Optional[str] = None) -> str:
