@@ -5,7 +5,11 @@
 //! `ping`, `info` and `api_info` are answered on the tokio side without touching the handler. Requests are
 //! decoded (base64, UTF-8, reassembly of fragments) before they reach a worker; anything malformed gets an
 //! error reply when a response topic is known and a warning otherwise. Every delivery is acked, so a
-//! persistent topic never redelivers a poison message forever.
+//! persistent topic never redelivers a poison message forever. A request is acked when a worker takes it,
+//! not when it arrives: a replica that dies leaves the requests it had not started unacked, and the broker
+//! hands them to the other consumers (persistent Shared topics); only what was running is lost. A request
+//! whose connection was lost before a worker took it is left to that redelivery (persistent topics only),
+//! so nothing runs twice.
 //!
 //! Depends on `transport` and `protocol`. Never on Python.
 
@@ -190,6 +194,8 @@ pub async fn run(cfg: BackendConfig, handler: Arc<dyn Handler>, cancel: Cancella
         handler,
         pool,
         reassembly: Reassembler::new(cfg.reassembly),
+        fragment_ids: std::collections::HashMap::new(),
+        persistent: matches!(&cfg.address, BrokerAddress::Pulsar { persistence, .. } if persistence == "persistent"),
         cfg,
     };
     let result = consume(ctx, &cancel).await;
@@ -208,6 +214,56 @@ struct Dispatcher {
     handler: Arc<dyn Handler>,
     pool: WorkerPool,
     reassembly: Reassembler,
+    /// Message ids of the fragments received so far, per partial request (acked with the request).
+    fragment_ids: std::collections::HashMap<String, Vec<String>>,
+    /// Whether the topic is persistent (a broker redelivers what a lost consumer had not acked).
+    persistent: bool,
+}
+
+/// Acks of one delivered request, sent when a worker takes it, on the connection that delivered it.
+struct Acker {
+    tx: mpsc::Sender<WsMessage>,
+    /// False once that connection is gone.
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    ids: Vec<String>,
+}
+
+impl Acker {
+    /// Nothing to ack (already acked).
+    fn none() -> Self {
+        let (tx, _) = mpsc::channel(1);
+        Self {
+            tx,
+            alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            ids: Vec::new(),
+        }
+    }
+
+    /// An acker of no message on the same connection.
+    fn same_connection(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            alive: self.alive.clone(),
+            ids: Vec::new(),
+        }
+    }
+
+    /// Send the acks from a plain thread (a worker).
+    fn send_blocking(self) {
+        for id in self.ids {
+            let frame = WsMessage::text(ConsumerCommand::ack_frame(&id));
+            if let Err(mpsc::error::TrySendError::Full(frame)) = self.tx.try_send(frame) {
+                let _ = self.tx.blocking_send(frame);
+            }
+        }
+    }
+
+    /// Send the acks from a task.
+    async fn send(self) {
+        for id in self.ids {
+            let _ = self.tx.send(WsMessage::text(ConsumerCommand::ack_frame(&id))).await;
+        }
+    }
 }
 
 async fn consume(mut d: Dispatcher, cancel: &CancellationToken) -> Result<(), BackendError> {
@@ -223,13 +279,15 @@ async fn consume(mut d: Dispatcher, cancel: &CancellationToken) -> Result<(), Ba
         };
         tracing::info!(target: LOG, "listening on topic {} (subscription {})", d.cfg.topic, d.cfg.subscription);
         let (acks, mut reader) = transport::spawn_writer(ws, &d.cfg.connect);
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let _lost = SetFalseOnDrop(alive.clone());
         loop {
             let text = tokio::select! {
                 _ = cancel.cancelled() => break,
                 t = transport::next_text(&mut reader) => t,
             };
             match text {
-                Some(Ok(t)) => d.on_frame(&t, &acks).await,
+                Some(Ok(t)) => d.on_frame(&t, &acks, &alive).await,
                 Some(Err(e)) => {
                     tracing::warn!(target: LOG, "consumer connection on {} failed: {e}; reconnecting", d.cfg.topic);
                     break;
@@ -255,6 +313,15 @@ async fn consume(mut d: Dispatcher, cancel: &CancellationToken) -> Result<(), Ba
     outcome
 }
 
+/// Marks a consumer connection as gone when its read loop ends.
+struct SetFalseOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetFalseOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 impl Dispatcher {
     fn replier(&self, meta: RequestMeta) -> Replier {
         Replier {
@@ -278,7 +345,12 @@ impl Dispatcher {
             .await;
     }
 
-    async fn on_frame(&mut self, text: &str, acks: &mpsc::Sender<WsMessage>) {
+    async fn on_frame(
+        &mut self,
+        text: &str,
+        acks: &mpsc::Sender<WsMessage>,
+        alive: &Arc<std::sync::atomic::AtomicBool>,
+    ) {
         let delivery = match Delivery::parse(text) {
             Ok(d) => d,
             Err(e) => {
@@ -286,12 +358,34 @@ impl Dispatcher {
                 return;
             }
         };
-        let ack = ConsumerCommand::ack_frame(&delivery.message_id);
-        let _ = acks.send(WsMessage::text(ack)).await;
+        let acker = Acker {
+            tx: acks.clone(),
+            alive: alive.clone(),
+            ids: vec![delivery.message_id.clone()],
+        };
+        let is_request =
+            delivery.properties.get(crate::protocol::dasf::MESSAGE_TYPE) == Some(MessageType::Request.as_str());
+        if is_request {
+            // acked by the worker that takes it (or once it turns out malformed)
+            return self.dispatch(delivery, Some(acker)).await;
+        }
+        // everything else is answered here at once: acked on arrival
+        acker.send().await;
+        self.dispatch(delivery, None).await;
+    }
 
+    /// Handle one delivery. A request comes with its `acker`, which goes to the worker that takes it.
+    async fn dispatch(&mut self, delivery: Delivery, acker: Option<Acker>) {
         let meta = match RequestMeta::from_properties(&delivery.properties, delivery.context.as_deref()) {
             Ok(m) => m,
-            Err((e, Some(rt))) => {
+            Err((e, rt)) => {
+                if let Some(a) = acker {
+                    a.send().await;
+                }
+                let Some(rt) = rt else {
+                    tracing::warn!(target: LOG, "message with unsupported structure on {} ignored: {e}", self.cfg.topic);
+                    return;
+                };
                 let meta = RequestMeta {
                     response_topic: rt,
                     context: delivery
@@ -304,10 +398,6 @@ impl Dispatcher {
                 };
                 self.error_reply(meta, format!("error processing request: invalid message: {e}"))
                     .await;
-                return;
-            }
-            Err((e, None)) => {
-                tracing::warn!(target: LOG, "message with unsupported structure on {} ignored: {e}", self.cfg.topic);
                 return;
             }
         };
@@ -346,7 +436,10 @@ impl Dispatcher {
                     )
                     .await;
             }
-            Some(MessageType::Request) => self.on_request(meta, delivery).await,
+            Some(MessageType::Request) => match acker {
+                Some(a) => self.on_request(meta, delivery, a).await,
+                None => self.on_request(meta, delivery, Acker::none()).await,
+            },
             Some(MessageType::Pong)
             | Some(MessageType::Response)
             | Some(MessageType::Progress)
@@ -364,7 +457,7 @@ impl Dispatcher {
         }
     }
 
-    async fn on_request(&mut self, meta: RequestMeta, delivery: Delivery) {
+    async fn on_request(&mut self, meta: RequestMeta, delivery: Delivery, mut acker: Acker) {
         let raw = match meta.fragment {
             None => decode_payload(&delivery.payload),
             Some((i, n)) => {
@@ -372,9 +465,25 @@ impl Dispatcher {
                 let now = Instant::now();
                 for k in self.reassembly.expire(now) {
                     tracing::warn!(target: LOG, "fragmented request {k:?} never completed; dropped");
+                    if let Some(ids) = self.fragment_ids.remove(&k) {
+                        Acker {
+                            ids,
+                            ..acker.same_connection()
+                        }
+                        .send()
+                        .await;
+                    }
                 }
-                match self.reassembly.feed(&key, i, n, delivery.payload, now) {
-                    Ok(Fed::Pending) => return,
+                let fed = self.reassembly.feed(&key, i, n, delivery.payload, now);
+                let mut ids = self.fragment_ids.remove(&key).unwrap_or_default();
+                ids.append(&mut acker.ids);
+                acker.ids = ids;
+                match fed {
+                    Ok(Fed::Pending) => {
+                        // acked with the whole request
+                        self.fragment_ids.insert(key, std::mem::take(&mut acker.ids));
+                        return;
+                    }
                     Ok(Fed::Complete(raw)) => Ok(raw),
                     Err(e) => Err(e),
                 }
@@ -385,6 +494,7 @@ impl Dispatcher {
         {
             Ok(p) => p,
             Err(e) => {
+                acker.send().await;
                 self.error_reply(meta, format!("error processing request: {e}")).await;
                 return;
             }
@@ -404,8 +514,20 @@ impl Dispatcher {
         };
         let load = self.load.clone();
         load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let persistent = self.persistent;
+        let overflow_acker = Acker {
+            ids: acker.ids.clone(),
+            ..acker.same_connection()
+        };
         let job = Box::new(move || {
             let _slot = slot;
+            if persistent && !acker.alive.load(std::sync::atomic::Ordering::Acquire) {
+                // the connection that delivered it is gone, so the broker hands it out again: not run here
+                tracing::info!(target: LOG, "request {} left for redelivery (its connection was lost before it started)", request.message_id);
+                replier.load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            acker.send_blocking();
             let outcome = match handler.handle(&request, &replier) {
                 Some(Ok(body)) => Some((Status::Success, body)),
                 Some(Err(text)) => Some((Status::Error, Bytes::from(text))),
@@ -418,6 +540,7 @@ impl Dispatcher {
         });
         if self.pool.try_submit(job).is_err() {
             load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            overflow_acker.send().await;
             self.error_reply(meta, QUEUE_OVERFLOW.to_owned()).await;
         }
     }

@@ -311,6 +311,28 @@ impl Client {
         Ok(Self { inner })
     }
 
+    /// Ping the backend until it answers (`Ok(true)`) or `limit` passes (`Ok(false)`), each ping waiting
+    /// `every`. Pings are harmless to repeat, unlike requests: after a lost connection (a broker restart)
+    /// a request sent before the backend is subscribed again would be dropped by a non-persistent topic
+    /// and wait its whole timeout; waiting for a pong first sends it once the backend can take it.
+    pub async fn await_backend(&self, limit: Duration, every: Duration) -> Result<bool, ClientError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            match self
+                .call(MessageType::Ping, Bytes::new(), every.min(left), "ping", None)
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(ClientError::Timeout { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// The private topic replies arrive on.
     pub fn response_topic(&self) -> &str {
         &self.inner.response_topic

@@ -169,7 +169,17 @@ async fn connection(cfg: &ClientConfig, slot: &tokio::sync::Mutex<Option<RsClien
     if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
         return Ok(c.clone());
     }
+    let lost = guard.is_some(); // a closed client stays in the slot until a new one replaces it
     let c = RsClient::connect(cfg.clone()).await?;
+    if lost {
+        // the connection was lost (e.g. the broker restarted): the backend may not be subscribed again
+        // yet, and a request published before it is would be dropped; wait for a pong (bounded: a
+        // backend that does not answer pings just gets the request after the wait)
+        let limit = cfg.connect.connect_timeout;
+        if !c.await_backend(limit, Duration::from_millis(250)).await? {
+            tracing::info!(target: "demessaging_rs.client", "no pong from {} within {limit:?} after reconnecting", cfg.topic);
+        }
+    }
     *guard = Some(c.clone());
     Ok(c)
 }

@@ -98,10 +98,12 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
+    /// 200 ms doubling to 2 s: a refused connect costs next to nothing, and a backend must be back on its
+    /// topic soon after its broker (a restart should not leave it away for long).
     fn default() -> Self {
         Self {
             initial: Duration::from_millis(200),
-            max: Duration::from_secs(10),
+            max: Duration::from_secs(2),
             max_attempts: None,
         }
     }
