@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use demessaging_rs::broker::{Broker, BrokerConfig, BrokerHandle};
+use demessaging_rs::broker::{Broker, BrokerConfig, BrokerHandle, Tokens};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -346,7 +346,7 @@ async fn connection_limit_answers_503() {
 
 #[tokio::test]
 async fn token_auth_accepts_token_bearer_and_query() {
-    let tokens: HashSet<String> = ["s3cret".to_owned()].into();
+    let tokens = Tokens::parse(["s3cret"]).unwrap();
     let b = start(BrokerConfig {
         tokens: Some(tokens),
         ..BrokerConfig::default()
@@ -365,6 +365,99 @@ async fn token_auth_accepts_token_bearer_and_query() {
     try_ws(&b, &path, &[("authorization", "Token s3cret")]).await.unwrap();
     try_ws(&b, &path, &[("authorization", "Bearer s3cret")]).await.unwrap();
     try_ws(&b, &format!("{path}?token=s3cret"), &[]).await.unwrap();
+    b.shutdown().await;
+}
+
+/// Raw `GET` on the broker's port; returns the status line and the body.
+async fn http_get(b: &BrokerHandle, path_and_headers: &str) -> (String, String) {
+    let mut s = TcpStream::connect(b.addr).await.unwrap();
+    s.write_all(format!("GET {path_and_headers}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(T, s.read_to_string(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+fn refusal(e: WsError) -> (u16, String) {
+    match e {
+        WsError::Http(resp) => (
+            resp.status().as_u16(),
+            String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned(),
+        ),
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn tokens_limited_to_topics_and_roles_and_stats_need_a_token() {
+    let tokens = Tokens::parse([
+        "admin",
+        "backend consume=hello produce=hello_*",
+        "client produce=hello consume=hello_*",
+    ])
+    .unwrap();
+    let b = start(BrokerConfig {
+        tokens: Some(tokens),
+        ..BrokerConfig::default()
+    })
+    .await;
+    let auth = |t: &'static str| [("authorization", t)];
+    // each token where it belongs
+    try_ws(
+        &b,
+        &format!("{NC}/hello/s?subscriptionType=Shared"),
+        &auth("Token backend"),
+    )
+    .await
+    .unwrap();
+    try_ws(&b, &format!("{NP}/hello_AbCdEfGh"), &auth("Token backend"))
+        .await
+        .unwrap();
+    try_ws(&b, &format!("{NP}/hello"), &auth("Token client")).await.unwrap();
+    try_ws(&b, &format!("{NC}/hello_AbCdEfGh/sub"), &auth("Token client"))
+        .await
+        .unwrap();
+    try_ws(&b, &format!("{NC}/anything/s2"), &auth("Token admin"))
+        .await
+        .unwrap();
+    // ... and nowhere else: 403 with the reason
+    let (status, body) = refusal(
+        try_ws(&b, &format!("{NC}/hello/s3"), &auth("Token client"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("may not consume from topic non-persistent://public/default/hello"),
+        "{body}"
+    );
+    let (status, body) = refusal(
+        try_ws(&b, &format!("{NP}/other"), &auth("Token backend"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 403);
+    assert!(body.contains("may not produce to"), "{body}");
+    assert_eq!(
+        http_status(try_ws(&b, &format!("{NP}/hello"), &[]).await.unwrap_err()),
+        401
+    );
+    // stats: 401 without a valid token, 200 with one (header or query)
+    let (status, body) = http_get(&b, "/admin/v2/stats HTTP/1.1\r\nHost: x").await;
+    assert!(status.contains("401"), "{status}");
+    assert!(body.contains("authentication required"), "{body}");
+    let (status, _) = http_get(&b, "/admin/v2/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Token wrong").await;
+    assert!(status.contains("401"), "{status}");
+    let (status, body) = http_get(&b, "/admin/v2/stats HTTP/1.1\r\nHost: x\r\nauthorization: Token client").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("non-persistent://public/default/hello"), "{body}");
+    let (status, _) = http_get(&b, "/admin/v2/stats?token=admin HTTP/1.1\r\nHost: x").await;
+    assert!(status.contains("200"), "{status}");
     b.shutdown().await;
 }
 

@@ -715,3 +715,77 @@ async fn a_wss_client_on_a_plain_port_fails_at_once() {
     drop(c);
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_messages_are_clear_errors_not_buffered() {
+    let b = start_broker().await;
+    let cancel = CancellationToken::new();
+    let small = ReassemblyLimits {
+        max_bytes: 1_000_000,
+        ..ReassemblyLimits::default()
+    };
+    let cfg = BackendConfig {
+        reassembly: small,
+        ..backend_config(&b, "oversize", 2, 8)
+    };
+    let be = tokio::spawn(backend::run(cfg, Arc::new(Echo), cancel.clone()));
+    let c = Client::connect(ClientConfig {
+        address: address(&b),
+        topic: "oversize".into(),
+        connect: ConnectOptions::default(),
+        max_payload_size: 100_000,
+        reassembly: small,
+    })
+    .await
+    .unwrap();
+    wait_ready(&c).await;
+    let t = Duration::from_secs(20);
+
+    // a 2 MB reply to a client that reassembles at most ~1 MB: refused at its first fragment
+    let e = c
+        .call(
+            MessageType::Request,
+            call_json(serde_json::json!({"func_name": "big", "n": 2_000_000})),
+            t,
+            "big",
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ClientError::BadReply(m) if m.contains("exceeds the reassembly limit")),
+        "{e}"
+    );
+
+    // a 2 MB request to a backend that reassembles at most ~1 MB: one error reply, nothing buffered
+    let data = "q".repeat(2_000_000);
+    let r = c
+        .call(
+            MessageType::Request,
+            call_json(serde_json::json!({"func_name": "echo", "data": data})),
+            t,
+            "echo",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Error);
+    let text = String::from_utf8_lossy(&r.payload).into_owned();
+    assert!(text.contains("exceeds the reassembly limit"), "{text}");
+
+    // both sides still serve
+    let r = c
+        .call(
+            MessageType::Request,
+            call_json(serde_json::json!({"func_name": "echo", "data": "after"})),
+            t,
+            "echo",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.payload, br#""after""#);
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), be).await;
+    b.shutdown().await;
+}

@@ -16,6 +16,8 @@ class Broker:
     It starts serving on construction; ``port=0`` picks a free port (read it from :attr:`port`).
     ``threads=n`` runs it on `n` threads of its own; by default it shares the package's runtime.
     ``tls_cert`` and ``tls_key`` (PEM files: certificate chain and private key) make it serve ``wss://`` only.
+    ``tokens`` are the lines of a token file: a token alone may do everything; ``TOKEN produce=PATTERNS
+    consume=PATTERNS`` limits it to the topics matching the comma-separated globs (see the README).
     """
 
     def __init__(

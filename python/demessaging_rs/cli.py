@@ -294,12 +294,16 @@ class ProgressPrinter:
 
 # --------------------------------------------------------------------------- console script
 def _read_tokens(path: Optional[Path]) -> Optional[List[str]]:
+    """The token file's lines, as they are (the broker skips comments and names bad lines by number)."""
     if path is None:
         return None
-    tokens = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    if not tokens:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise SystemExit(f"error: cannot read the token file: {e}") from None
+    if not any(line.strip() and not line.lstrip().startswith("#") for line in lines):
         raise SystemExit(f"error: {path} holds no token")
-    return tokens
+    return lines
 
 
 def _broker(argv: List[str]) -> int:
@@ -331,7 +335,8 @@ def _broker(argv: List[str]) -> int:
             tls_key=args.tls_key,
         )
     except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        where = f"{args.token_file}: " if args.token_file and "tokens:" in str(e) else ""
+        print(f"error: {where}{e}", file=sys.stderr)
         return 1
     try:
         with sigterm_as_interrupt():

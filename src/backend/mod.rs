@@ -485,6 +485,11 @@ impl Dispatcher {
                         return;
                     }
                     Ok(Fed::Complete(raw)) => Ok(raw),
+                    Ok(Fed::Discarded) => {
+                        // part of a request that already failed (and was answered): just acked
+                        acker.send().await;
+                        return;
+                    }
                     Err(e) => Err(e),
                 }
             }

@@ -3,7 +3,6 @@
 //! `DASF_BROKER_THREADS` sets the number of worker threads (default: half the cores).
 //! The Python console script `demessaging-rs broker` runs the same broker inside the package.
 
-use std::collections::HashSet;
 use std::net::ToSocketAddrs;
 use std::process::ExitCode;
 
@@ -28,15 +27,7 @@ fn parse(args: &[String]) -> Result<(String, u16, BrokerConfig), String> {
             "--token-file" => {
                 let path = value()?;
                 let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
-                let tokens: HashSet<String> = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_owned)
-                    .collect();
-                if tokens.is_empty() {
-                    return Err(format!("{path} holds no token"));
-                }
+                let tokens = demessaging_rs::broker::Tokens::parse(text.lines()).map_err(|e| format!("{path}: {e}"))?;
                 cfg.tokens = Some(tokens);
             }
             "--tls-cert" => cert = Some(std::path::PathBuf::from(value()?)),

@@ -1,6 +1,5 @@
 //! Every limit of the embedded broker, in one place.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 /// Broker configuration. Defaults suit one machine running DASF backends and clients.
@@ -24,8 +23,8 @@ pub struct BrokerConfig {
     /// How long a producer is held when every consumer queue is full before it gets an error ack.
     /// Default 10 s.
     pub publish_hold: Duration,
-    /// Accepted tokens; `None` disables authentication.
-    pub tokens: Option<HashSet<String>>,
+    /// Accepted tokens and what each may do (see [`super::Tokens`]); `None` disables authentication.
+    pub tokens: Option<super::Tokens>,
     /// TLS identity; `None` serves plain `ws://` (see [`super::tls_server_config`]).
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{Access, Denied};
 use super::subscription::{Dispatch, SubType};
 use super::topic::{Message, Subscription, Topic};
 use super::State;
@@ -89,7 +90,21 @@ impl From<Refusal> for ErrorResponse {
 }
 
 fn token_of(req: &Request, query: &[(String, String)]) -> Option<String> {
-    if let Some(h) = req.headers().get("authorization").and_then(|v| v.to_str().ok()) {
+    token_from(req.headers().get("authorization").and_then(|v| v.to_str().ok()), query)
+}
+
+/// The HTTP refusal of a token: 401 without a (known) token, 403 when it may not do this.
+fn denied(d: Denied) -> Refusal {
+    match d {
+        Denied::Missing => refuse(StatusCode::UNAUTHORIZED, "authentication required"),
+        Denied::Unknown => refuse(StatusCode::UNAUTHORIZED, "invalid token"),
+        Denied::Forbidden(why) => refuse(StatusCode::FORBIDDEN, why),
+    }
+}
+
+/// The token of a request: `Authorization: Token|Bearer T` (or the bare value), else `?token=T`.
+pub(super) fn token_from(authorization: Option<&str>, query: &[(String, String)]) -> Option<String> {
+    if let Some(h) = authorization {
         let h = h.trim();
         for scheme in ["Token ", "Bearer ", "token ", "bearer "] {
             if let Some(t) = h.strip_prefix(scheme) {
@@ -105,14 +120,18 @@ fn token_of(req: &Request, query: &[(String, String)]) -> Option<String> {
 fn admit(state: &State, req: &Request) -> Result<Endpoint, Refusal> {
     let path = req.uri().path();
     let query = parse_query(req.uri().query().unwrap_or(""));
+    let token = token_of(req, &query);
     if let Some(tokens) = &state.cfg.tokens {
-        match token_of(req, &query) {
-            Some(t) if tokens.contains(&t) => {}
-            Some(_) => return Err(refuse(StatusCode::UNAUTHORIZED, "invalid token")),
-            None => return Err(refuse(StatusCode::UNAUTHORIZED, "authentication required")),
-        }
+        tokens.knows(token.as_deref()).map_err(denied)?;
     }
     let ep = parse_endpoint(path).map_err(|e| refuse(StatusCode::NOT_FOUND, e.to_string()))?;
+    if let Some(tokens) = &state.cfg.tokens {
+        let access = match ep.role {
+            Role::Producer => Access::Produce,
+            Role::Consumer | Role::Reader => Access::Consume,
+        };
+        tokens.check(token.as_deref(), access, &ep.topic).map_err(denied)?;
+    }
     match ep.role {
         Role::Reader => Err(refuse(
             StatusCode::NOT_IMPLEMENTED,
@@ -201,8 +220,12 @@ pub(super) async fn run(mut stream: Conn, peer: SocketAddr, state: Arc<State>, c
             tracing::debug!(target: LOG, "{peer} started a TLS handshake, but this port has no TLS: closed");
             return;
         }
-        super::http::Peeked::Plain { method, path } => {
-            super::http::respond(stream, &method, &path, &state).await;
+        super::http::Peeked::Plain {
+            method,
+            path,
+            authorization,
+        } => {
+            super::http::respond(stream, &method, &path, authorization.as_deref(), &state).await;
             return;
         }
     }

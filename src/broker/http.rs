@@ -13,8 +13,12 @@ use super::State;
 pub(super) enum Peeked {
     /// A WebSocket upgrade: the head stays buffered for tungstenite.
     Upgrade,
-    /// A plain HTTP request with its method and path; the head was consumed.
-    Plain { method: String, path: String },
+    /// A plain HTTP request with its method, path and `Authorization` header; the head was consumed.
+    Plain {
+        method: String,
+        path: String,
+        authorization: Option<String>,
+    },
     /// A TLS handshake on a port without TLS.
     Tls,
     /// The peer sent nothing usable in time.
@@ -51,8 +55,18 @@ pub(super) async fn peek(conn: &mut Conn, limit: Duration) -> Peeked {
         let mut first = original.lines().next().unwrap_or("").split_whitespace();
         let method = first.next().unwrap_or("").to_owned();
         let path = first.next().unwrap_or("").to_owned();
+        let authorization = original.lines().skip(1).find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("authorization")
+                .then(|| value.trim().to_owned())
+        });
         conn.consume(end + 4);
-        return Peeked::Plain { method, path };
+        return Peeked::Plain {
+            method,
+            path,
+            authorization,
+        };
     }
 }
 
@@ -70,9 +84,25 @@ pub(super) async fn reply(mut stream: impl AsyncWrite + Unpin, status: &str, con
 }
 
 /// Answer a plain HTTP request and close.
-pub(super) async fn respond(conn: Conn, method: &str, path: &str, state: &State) {
-    let path_only = path.split('?').next().unwrap_or("");
+/// With tokens configured, the stats (topic names included) need a valid token, as the websocket routes do.
+pub(super) async fn respond(conn: Conn, method: &str, path: &str, authorization: Option<&str>, state: &State) {
+    let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
+    let allowed = match &state.cfg.tokens {
+        None => Ok(()),
+        Some(tokens) => {
+            let token = super::conn::token_from(authorization, &crate::protocol::url::parse_query(query));
+            tokens.knows(token.as_deref())
+        }
+    };
     let (status, body) = match (method, path_only) {
+        ("GET", "/admin/v2/stats") if allowed.is_err() => (
+            "401 Unauthorized",
+            serde_json::json!({"error": match allowed {
+                Err(super::Denied::Missing) => "authentication required",
+                _ => "invalid token",
+            }})
+            .to_string(),
+        ),
         ("GET", "/admin/v2/stats") => ("200 OK", stats_json(state)),
         ("GET", _) => (
             "404 Not Found",

@@ -14,6 +14,7 @@
 //!
 //! Depends on `protocol` (and `transport::tls` for certificate files). Never on Python.
 
+mod auth;
 mod config;
 mod conn;
 mod http;
@@ -21,6 +22,7 @@ mod io;
 mod subscription;
 mod topic;
 
+pub use auth::{Access, Denied, Tokens};
 pub use config::BrokerConfig;
 pub use io::tls_server_config;
 pub use subscription::SubType;

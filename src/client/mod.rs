@@ -665,8 +665,13 @@ fn handle_reply(inner: &Inner, d: Delivery) {
                     Err(ClientError::BadReply("fragmented reply never completed".into())),
                 );
             }
+            if !inner.pending.lock().expect("pending lock").contains_key(&context) {
+                // the call is over (answered, failed or timed out): nothing to reassemble for
+                r.drop_key(&context);
+                return;
+            }
             match r.feed(&context, i, n, d.payload, now) {
-                Ok(Fed::Pending) => return,
+                Ok(Fed::Pending) | Ok(Fed::Discarded) => return,
                 Ok(Fed::Complete(p)) => Ok(p),
                 Err(e) => Err(ClientError::BadReply(e.to_string())),
             }

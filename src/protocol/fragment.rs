@@ -98,6 +98,9 @@ pub enum Fed {
     Pending,
     /// The message is complete: its decoded payload.
     Complete(Vec<u8>),
+    /// The fragment belongs to a message that already failed (reported once, by the error that ended
+    /// it); it is dropped.
+    Discarded,
 }
 
 /// Buffers fragments per key until each message is complete.
@@ -106,6 +109,8 @@ pub struct Reassembler {
     limits: ReassemblyLimits,
     partials: HashMap<String, Partial>,
     bytes: usize,
+    /// Messages that failed, and when: their later fragments are dropped without another error.
+    failed: HashMap<String, Instant>,
 }
 
 impl Reassembler {
@@ -115,6 +120,7 @@ impl Reassembler {
             limits,
             partials: HashMap::new(),
             bytes: 0,
+            failed: HashMap::new(),
         }
     }
 
@@ -138,6 +144,33 @@ impl Reassembler {
         piece: String,
         now: Instant,
     ) -> Result<Fed, ProtocolError> {
+        if self.failed.contains_key(key) {
+            return Ok(Fed::Discarded);
+        }
+        let fed = self.feed_checked(key, index, count, piece, now);
+        if fed.is_err() {
+            // remember it (bounded like the partials): its other fragments must not start it over
+            if self.failed.len() >= self.limits.max_partials {
+                let max_age = self.limits.max_age;
+                self.failed
+                    .retain(|_, at| now.saturating_duration_since(*at) <= max_age);
+                if self.failed.len() >= self.limits.max_partials {
+                    self.failed.clear();
+                }
+            }
+            self.failed.insert(key.to_owned(), now);
+        }
+        fed
+    }
+
+    fn feed_checked(
+        &mut self,
+        key: &str,
+        index: u32,
+        count: u32,
+        piece: String,
+        now: Instant,
+    ) -> Result<Fed, ProtocolError> {
         if count == 0 || index >= count {
             return Err(ProtocolError::Fragment(format!(
                 "fragment {index} of {count} is out of range"
@@ -153,6 +186,16 @@ impl Reassembler {
             return Err(ProtocolError::Fragment(format!(
                 "too many incomplete messages ({}), fragment dropped",
                 self.limits.max_partials
+            )));
+        }
+        // a message that cannot fit is refused at its first fragment, not after buffering up to the limit
+        let whole = (piece.len() as u64).saturating_mul(u64::from(count));
+        if index + 1 < count && whole > self.limits.max_bytes as u64 {
+            self.drop_key(key);
+            return Err(ProtocolError::Fragment(format!(
+                "message of about {} MB ({count} fragments) exceeds the reassembly limit of {} MB",
+                whole / 4 * 3 / 1_000_000,
+                self.limits.max_bytes / 4 * 3 / 1_000_000
             )));
         }
         if self.bytes + piece.len() > self.limits.max_bytes {
@@ -208,6 +251,8 @@ impl Reassembler {
     /// Drop every partial message started before `now - max_age`; returns their keys.
     pub fn expire(&mut self, now: Instant) -> Vec<String> {
         let max_age = self.limits.max_age;
+        self.failed
+            .retain(|_, at| now.saturating_duration_since(*at) <= max_age);
         let old: Vec<String> = self
             .partials
             .iter()
@@ -343,6 +388,32 @@ mod tests {
         r.feed("a", 0, 2, "QUFB".into(), now).unwrap();
         assert!(r.feed("a", 1, 3, "QUFB".into(), now).is_err(), "count mismatch");
         assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn an_oversize_message_is_refused_at_once_and_its_other_fragments_dropped() {
+        let mut r = Reassembler::new(ReassemblyLimits {
+            max_bytes: 4_000_000,
+            ..Default::default()
+        });
+        let now = Instant::now();
+        let piece = "QUFB".repeat(250_000); // 1 MB of base64
+        match r.feed("big", 0, 8, piece.clone(), now) {
+            Err(ProtocolError::Fragment(m)) => assert!(m.contains("exceeds the reassembly limit of 3 MB"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((r.pending(), r.buffered_bytes()), (0, 0));
+        for i in 1..8 {
+            assert_eq!(r.feed("big", i, 8, piece.clone(), now).unwrap(), Fed::Discarded);
+        }
+        assert_eq!((r.pending(), r.buffered_bytes()), (0, 0));
+        // others are unaffected; the failure is forgotten after max_age
+        assert_eq!(
+            r.feed("small", 0, 1, "QUFB".into(), now).unwrap(),
+            Fed::Complete(b"AAA".to_vec())
+        );
+        r.expire(now + Duration::from_secs(3600));
+        assert!(r.feed("big", 0, 8, piece, now + Duration::from_secs(3600)).is_err());
     }
 
     #[test]

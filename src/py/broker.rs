@@ -1,6 +1,5 @@
 //! `Broker`: the embedded broker, started on the shared runtime.
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -65,7 +64,10 @@ impl Broker {
         if let Some(v) = publish_hold {
             cfg.publish_hold = Duration::from_secs_f64(v.max(0.0));
         }
-        cfg.tokens = tokens.map(|t| t.into_iter().collect::<HashSet<_>>());
+        cfg.tokens = tokens
+            .map(|lines| crate::broker::Tokens::parse(lines.iter().map(String::as_str)))
+            .transpose()
+            .map_err(|e| config_err(format!("tokens: {e}")))?;
         let addr = format!("{host}:{port}");
         let sock: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
             .map_err(|e| config_err(format!("cannot resolve {addr}: {e}")))?
