@@ -52,6 +52,10 @@ fn http_status(e: WsError) -> u16 {
     }
 }
 
+async fn send_text(ws: &mut Ws, t: String) {
+    ws.send(Message::text(t)).await.unwrap();
+}
+
 async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::text(v.to_string())).await.unwrap();
 }
@@ -635,5 +639,71 @@ async fn pipelined_publishes_are_all_acked_and_delivered_in_order() {
         assert_eq!(a["context"], i.to_string(), "acks in publish order");
     }
     consumer.await.unwrap();
+    b.shutdown().await;
+}
+
+/// A valid publish frame with a few random bytes changed, inserted or removed (or pure noise).
+fn mutated_frame(rng: &mut fastrand::Rng) -> String {
+    const SEEDS: &[&str] = &[
+        r#"{"payload":"aGk=","properties":{"messageType":"request","requestContext":"1"},"context":1}"#,
+        r#"{"payload":"aGk=","properties":{"a":1,"b":null},"context":"x","key":"k"}"#,
+        r#"{"properties":{},"context":2}"#,
+        r#"{"type":"permit","permitMessages":3}"#,
+        r#"{"messageId":"CAAQAA=="}"#,
+    ];
+    if rng.u8(..) < 32 {
+        return (0..rng.usize(..64)).map(|_| char::from(rng.u8(32..127))).collect();
+    }
+    let mut v: Vec<char> = SEEDS[rng.usize(..SEEDS.len())].chars().collect();
+    for _ in 0..rng.usize(1..5) {
+        let at = rng.usize(..=v.len());
+        match rng.u8(..3) {
+            0 if at < v.len() => v[at] = ['{', '}', '"', ':', ',', '\\', '0', '=', 'é', '\u{0}'][rng.usize(..10)],
+            1 => v.insert(at, char::from(rng.u8(32..127))),
+            _ if at < v.len() => {
+                v.remove(at);
+            }
+            _ => {}
+        }
+    }
+    v.into_iter().collect()
+}
+
+#[tokio::test]
+async fn random_frames_from_clients_get_answers_and_break_nothing() {
+    let b = start(BrokerConfig::default()).await;
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut producer = ws(&b, &format!("{NP}/fuzz")).await;
+    let mut consumer = ws(&b, &format!("{NC}/fuzz/s")).await;
+    // fewer frames than the consumer's window (1000), so unacked deliveries never hold the producer
+    let frames = 500;
+    for _ in 0..frames {
+        send_text(&mut producer, mutated_frame(&mut rng)).await;
+        // every text frame a producer sends gets an ack, ok or error; none is ignored
+        let ack = recv_within(&mut producer, T).await.expect("an ack for every frame");
+        assert!(ack["result"].is_string(), "{ack}");
+        // consumers: random commands (acks of unknown ids, bad JSON) are answered or ignored, never fatal
+        send_text(&mut consumer, mutated_frame(&mut rng)).await;
+    }
+    // the connections and the broker still work: a good message goes through
+    while recv_within(&mut consumer, Duration::from_millis(200)).await.is_some() {}
+    send(
+        &mut producer,
+        json!({"payload": "b2s=", "properties": {"k": "v"}, "context": "last"}),
+    )
+    .await;
+    assert_eq!(recv_within(&mut producer, T).await.unwrap()["result"], "ok");
+    let mut got = None;
+    for _ in 0..100 {
+        match recv_within(&mut consumer, T).await {
+            Some(m) if m["payload"] == "b2s=" => {
+                got = Some(m);
+                break;
+            }
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    assert_eq!(got.expect("delivered")["properties"]["k"], "v");
     b.shutdown().await;
 }

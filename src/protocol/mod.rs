@@ -8,6 +8,8 @@ pub mod dasf;
 pub mod envelope;
 pub mod error;
 pub mod fragment;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod url;
 
 pub use dasf::{MessageType, RequestMeta, Status};
