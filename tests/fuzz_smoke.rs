@@ -1,5 +1,5 @@
 //! A short fuzz run on the stable toolchain (every `cargo test`): the entry points of
-//! `protocol::fuzzing` (shared with the `cargo fuzz` targets in `fuzz/`) fed with random bytes and with
+//! `protocol::fuzzing` and `broker::fuzz_tokens` (shared with the `cargo fuzz` targets in `fuzz/`) fed with random bytes and with
 //! mutations of valid frames. `FUZZ_SMOKE_ITERATIONS` sets the number of inputs per target (default 20 000).
 
 use demessaging_rs::protocol::fuzzing;
@@ -20,6 +20,7 @@ const SEEDS: &[&str] = &[
     r#"{"result":"ok","messageId":"CAAQAA==","context":"5"}"#,
     "/ws/v2/consumer/persistent/public/default/topic/sub?subscriptionType=Shared&receiverQueueSize=10",
     "/ws/v2/producer/non-persistent/public/default/t",
+    "hello_AbCdEfGh\nadmin\nbackend consume=hello produce=hello_*\nteam produce=public/default/* consume=a,b",
 ];
 
 /// Random bytes, or a seed with a few bytes replaced, inserted or removed.
@@ -69,4 +70,9 @@ fn fuzz_fragments() {
 #[test]
 fn fuzz_url() {
     run("url", fuzzing::url);
+}
+
+#[test]
+fn fuzz_tokens() {
+    run("tokens", demessaging_rs::broker::fuzz_tokens);
 }

@@ -153,6 +153,25 @@ impl Tokens {
     }
 }
 
+/// Fuzz entry point (the `tokens` target in `fuzz/`, and `tests/fuzz_smoke.rs`): the first line is a topic,
+/// the rest a token file. Parsing never panics, and a parsed file's decisions are stable.
+#[doc(hidden)]
+pub fn fuzz_tokens(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.lines();
+    let topic = lines.next().unwrap_or("");
+    let rest: Vec<&str> = lines.collect();
+    if let Ok(tokens) = Tokens::parse(rest.iter().copied()) {
+        for line in &rest {
+            let token = line.split_whitespace().next();
+            for access in [Access::Produce, Access::Consume] {
+                let first = tokens.check(token, access, topic);
+                assert_eq!(first, tokens.check(token, access, topic));
+            }
+        }
+    }
+}
+
 /// Match `pattern` against the form of `topic` it is written for (see the module docs).
 fn matches_topic(pattern: &str, topic: &str) -> bool {
     let path = topic.split_once("://").map_or(topic, |(_, p)| p);

@@ -22,7 +22,7 @@ mod io;
 mod subscription;
 mod topic;
 
-pub use auth::{Access, Denied, Tokens};
+pub use auth::{fuzz_tokens, Access, Denied, Tokens};
 pub use config::BrokerConfig;
 pub use io::tls_server_config;
 pub use subscription::SubType;
