@@ -71,3 +71,51 @@ def test_reference_client_through_dasf_broker_django(django, backends, run_pytho
     start_backend(backends, django, EXAMPLES / "greet.py", "greet-django-ref")
     messaging = f'topic="greet-django-ref", websocket_url="{django.url}"'
     assert "RESULT Hello World, Ref" in run_reference_client(run_python, tmp_path, messaging, "Ref")
+
+
+@pytest.fixture(scope="module")
+def django_tls(tmp_path_factory):
+    """dasf-broker-django under daphne with a TLS endpoint and a certificate of a test CA."""
+    import trustme
+
+    d = tmp_path_factory.mktemp("django-pki")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    cert.private_key_pem.write_to_path(str(d / "key.pem"))
+    for i, pem in enumerate(cert.cert_chain_pems):
+        pem.write_to_path(str(d / "cert.pem"), append=i > 0)
+    with start_django_broker(["greet-django-tls"], anonymous_can_create_topics=True,
+                             tls=(str(d / "cert.pem"), str(d / "key.pem"))) as broker:
+        broker.ca_file = str(d / "ca.pem")
+        yield broker
+
+
+def test_wss_through_dasf_broker_django(django_tls, backends):
+    """A wss:// websocket URL (as behind an HTTPS reverse proxy): our backend and client, with the CA."""
+    import subprocess
+
+    url, ca = django_tls.url, django_tls.ca_file
+    assert url.startswith("wss://")
+    script, topic = EXAMPLES / "greet.py", "greet-django-tls"
+    log = open(backends.tmp_path / f"{topic}.log", "w")
+    cmd = [sys.executable, str(script), "-t", topic, "--websocket-url", url, "--ssl-ca-file", ca, "listen"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(script.parent))
+    backends.procs.append(proc)
+    mc = {"topic": topic, "websocket_url": url, "ssl_ca_file": ca, "call_timeout": 60}
+    m = BackendModule.create_model(members=[load(script).hello_world], messaging_config=mc)
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, Path(log.name).read_text()
+        try:
+            assert m.send_request({"func_name": "hello_world", "name": "TLS"}, timeout=2).root == "Hello World, TLS"
+            break
+        except (CallTimeout, BrokerConnectionError):
+            if time.monotonic() > deadline:
+                raise AssertionError("no answer over wss through dasf-broker-django\n" + Path(log.name).read_text())
+            time.sleep(0.2)
+    # without the CA: a certificate error that says what to do
+    c = Client(topic, {"websocket_url": url})
+    with pytest.raises(BrokerConnectionError, match="certificate"):
+        c.call("ping", b"", 5.0, "ping")
+    c.close()

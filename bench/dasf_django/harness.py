@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH_DIR = os.path.dirname(HERE)  # parent of the ``dasf_django`` package
@@ -66,12 +66,14 @@ class DjangoBroker:
         self.log_path = os.path.join(tmpdir, "daphne.log")
         self.startup_seconds: float = 0.0  # migrate + topics + daphne until port is open
         self.topics: List[str] = []
+        # (certificate chain PEM, private key PEM): daphne serves wss:// (twisted's ssl endpoint)
+        self.tls: Optional[Tuple[str, str]] = None
 
     # ------------------------------------------------------------------ urls
     @property
     def url(self) -> str:
         """Base websocket URL (``WebsocketURLConfig.websocket_url``), ends with ``/``."""
-        return f"ws://{HOST}:{self.port}/ws/"
+        return f"{'wss' if self.tls else 'ws'}://{HOST}:{self.port}/ws/"
 
     def producer_url(self, topic: str) -> str:
         return f"{self.url}{topic}"
@@ -110,9 +112,13 @@ class DjangoBroker:
         self.port = port
         log = open(self.log_path, "ab")
         try:
+            if self.tls:
+                cert, key = self.tls
+                listen = ["-e", f"ssl:port={port}:interface={HOST}:privateKey={key}:certKey={cert}"]
+            else:
+                listen = ["-b", HOST, "-p", str(port)]
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port),
-                 f"{PKG}.asgi:application"],
+                [sys.executable, "-m", "daphne", *listen, f"{PKG}.asgi:application"],
                 cwd=BENCH_DIR,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -181,6 +187,7 @@ def start_django_broker(
     *,
     startup_timeout: float = MAX_STARTUP,
     anonymous_can_create_topics: bool = False,
+    tls: Optional[Tuple[str, str]] = None,
 ) -> DjangoBroker:
     """Migrate a fresh sqlite db, create ``topics`` (public + anonymous), start daphne.
 
@@ -189,6 +196,7 @@ def start_django_broker(
     ``dasf_broker.add_brokertopic`` permission, so that publishing to an unknown topic
     creates it (DASF_CREATE_TOPIC_ON_MESSAGE); without it the producer gets
     ``"User is not allowed to create topics."``.
+    ``tls=(cert_pem, key_pem)`` serves ``wss://`` instead of ``ws://``.
     """
     t0 = time.monotonic()
     tmpdir = tempfile.mkdtemp(prefix="dasf_django_")
@@ -198,6 +206,7 @@ def start_django_broker(
     env["PYTHONPATH"] = os.pathsep.join(p for p in (BENCH_DIR, env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     broker = DjangoBroker(tmpdir, env)
+    broker.tls = tls
     _live.add(broker)
     try:
         if port is not None and _port_open(port):
