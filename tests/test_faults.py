@@ -245,3 +245,49 @@ def test_killed_replica_hands_its_queued_requests_to_the_others(tmp_path, broker
     finally:
         _stop(a)
         _stop(b)
+
+
+def test_oversize_messages_get_clear_errors_and_serving_goes_on(tmp_path, broker: Broker):
+    """`max_reassembly_size` on both ends (the default is ~192 MB): a request too large for the backend gets
+    one error reply; a reply too large for the client is one clear error; both keep working."""
+    from demessaging_rs.exceptions import InvalidReply, RemoteError
+
+    hello = HERE.parent / "bench" / "hello.py"
+    log = tmp_path / "backend.log"
+    with open(log, "w") as out:
+        backend = subprocess.Popen(
+            [sys.executable, str(hello), "-H", "127.0.0.1", "-p", str(broker.port), "-t", "oversize",
+             "--max-reassembly-size", "1000000", "listen"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=str(hello.parent))
+    sys.path.insert(0, str(hello.parent))
+    try:
+        import hello as hello_mod
+    finally:
+        sys.path.pop(0)
+
+    def model(**extra) -> type:
+        cfg = ModuleConfig(messaging_config=dict(topic="oversize", host="127.0.0.1", port=broker.port, **extra))
+        return BackendModule.create_model("hello", members=[hello_mod.hello_world, hello_mod.echo], config=cfg)
+
+    try:
+        big = model()
+        deadline = time.monotonic() + 60
+        while True:
+            assert backend.poll() is None, log.read_text()
+            try:
+                big.send_request({"func_name": "hello_world", "name": "x"}, timeout=0.5)
+                break
+            except (CallTimeout, BrokerConnectionError):
+                if time.monotonic() > deadline:
+                    raise
+        # 2 MB request to a backend that takes at most 1 MB: an error reply that says why
+        with pytest.raises(RemoteError, match="exceeds the reassembly limit"):
+            big.send_request({"func_name": "echo", "data": "x" * 2_000_000}, timeout=30)
+        # a 0.9 MB request still fits; its 0.9 MB reply is too large for a client limited to 0.5 MB
+        small = model(max_reassembly_size=500_000)
+        with pytest.raises(InvalidReply, match="exceeds the reassembly limit"):
+            small.send_request({"func_name": "echo", "data": "y" * 900_000}, timeout=30)
+        assert small.send_request({"func_name": "hello_world", "name": "after"}).root == "Hello, after"
+        assert big.send_request({"func_name": "echo", "data": "z" * 900_000}).root == "z" * 900_000
+    finally:
+        _stop(backend)

@@ -146,6 +146,7 @@ def get_parser(module_name: str = "__main__", config: Optional[ModuleConfig] = N
         ("--max-workers", "max_workers"),
         ("--queue_size", "queue_size"),
         ("--max_payload_size", "max_payload_size"),
+        ("--max-reassembly-size", "max_reassembly_size"),
         ("--producer-keep-alive", "producer_keep_alive"),
         ("--producer-connection-timeout", "producer_connection_timeout"),
     )

@@ -189,13 +189,18 @@ impl Reassembler {
             )));
         }
         // a message that cannot fit is refused at its first fragment, not after buffering up to the limit
-        let whole = (piece.len() as u64).saturating_mul(u64::from(count));
-        if index + 1 < count && whole > self.limits.max_bytes as u64 {
+        // (the least it can be: this piece's size for every fragment but a one-character last one)
+        let least = (piece.len() as u64)
+            .saturating_mul(u64::from(count - 1))
+            .saturating_add(1);
+        if index + 1 < count && least > self.limits.max_bytes as u64 {
             self.drop_key(key);
+            let mb = |b: u64| b as f64 * 0.75 / 1e6;
             return Err(ProtocolError::Fragment(format!(
-                "message of about {} MB ({count} fragments) exceeds the reassembly limit of {} MB",
-                whole / 4 * 3 / 1_000_000,
-                self.limits.max_bytes / 4 * 3 / 1_000_000
+                "message of at least {:.1} MB ({count} fragments) exceeds the reassembly limit of {:.1} MB \
+                 (max_reassembly_size)",
+                mb(least),
+                mb(self.limits.max_bytes as u64)
             )));
         }
         if self.bytes + piece.len() > self.limits.max_bytes {
@@ -399,7 +404,7 @@ mod tests {
         let now = Instant::now();
         let piece = "QUFB".repeat(250_000); // 1 MB of base64
         match r.feed("big", 0, 8, piece.clone(), now) {
-            Err(ProtocolError::Fragment(m)) => assert!(m.contains("exceeds the reassembly limit of 3 MB"), "{m}"),
+            Err(ProtocolError::Fragment(m)) => assert!(m.contains("exceeds the reassembly limit of 3.0 MB"), "{m}"),
             other => panic!("{other:?}"),
         }
         assert_eq!((r.pending(), r.buffered_bytes()), (0, 0));

@@ -15,7 +15,6 @@ use super::errors::{backend_err, config_err};
 use super::runtime;
 use crate::backend::{self, BackendConfig, Handler, Replier, Request};
 use crate::protocol::dasf::{MessageType, Status};
-use crate::protocol::ReassemblyLimits;
 use crate::transport::Backoff;
 
 #[derive(Debug, Deserialize)]
@@ -224,7 +223,7 @@ impl Backend {
             ),
             info: spec.info,
             api_info: spec.api_info,
-            reassembly: ReassemblyLimits::default(),
+            reassembly: conn.reassembly(),
         };
         Ok(Self {
             cfg,

@@ -45,6 +45,9 @@ pub(crate) struct ConnSpec {
     pub connect_timeout: Option<f64>,
     #[serde(default)]
     pub max_message_size: Option<usize>,
+    /// Largest fragmented message reassembled, in bytes of payload.
+    #[serde(default)]
+    pub max_reassembly_size: Option<usize>,
     /// `wss://` for host/port settings.
     #[serde(default)]
     pub ssl: bool,
@@ -55,6 +58,18 @@ pub(crate) struct ConnSpec {
 }
 
 impl ConnSpec {
+    /// Reassembly limits: the default, or `max_reassembly_size` bytes of payload (base64: 4/3 of it).
+    pub(crate) fn reassembly(&self) -> ReassemblyLimits {
+        let defaults = ReassemblyLimits::default();
+        match self.max_reassembly_size {
+            None => defaults,
+            Some(n) => ReassemblyLimits {
+                max_bytes: n.saturating_add(2) / 3 * 4,
+                ..defaults
+            },
+        }
+    }
+
     pub(crate) fn from_py(spec: &Bound<'_, PyDict>) -> PyResult<Self> {
         pythonize::depythonize(spec.as_any()).map_err(|e| config_err(format!("invalid connection settings: {e}")))
     }
@@ -215,7 +230,7 @@ impl Client {
             topic,
             connect: spec.connect_options(),
             max_payload_size: spec.max_payload_size.unwrap_or(512_000),
-            reassembly: ReassemblyLimits::default(),
+            reassembly: spec.reassembly(),
         };
         Ok(Self {
             cfg,

@@ -98,6 +98,14 @@ class BaseMessagingConfig(BaseSettings):
         description="Subscription name of the backend's consumer (default: backend-module-<start time>).",
     )
 
+    max_reassembly_size: Optional[PositiveInt] = Field(
+        default=None,
+        description=(
+            "Largest fragmented message (request at a backend, reply at a client) reassembled, in bytes of "
+            "payload; a larger one is refused at its first fragment with a clear error. Default: about 192 MB."
+        ),
+    )
+
     ssl_ca_file: Optional[str] = Field(
         default=None,
         description=(
@@ -138,7 +146,12 @@ class BaseMessagingConfig(BaseSettings):
         raise NotImplementedError
 
     def _tls_settings(self) -> Dict[str, Any]:
-        return {"ssl_ca_file": self.ssl_ca_file, "ssl_insecure_no_verify": self.ssl_insecure_no_verify}
+        """TLS and reassembly settings, shared by every kind of config."""
+        return {
+            "ssl_ca_file": self.ssl_ca_file,
+            "ssl_insecure_no_verify": self.ssl_insecure_no_verify,
+            "max_reassembly_size": self.max_reassembly_size,
+        }
 
     def get_topic_url(self, topic: str, subscription: Optional[str] = None) -> str:
         """The websocket URL of a producer (or, with `subscription`, a consumer) on `topic`."""
