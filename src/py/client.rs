@@ -267,16 +267,20 @@ impl Client {
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
         let client = self.connected(py)?;
         let with_progress = on_progress.is_some();
-        // the request is written on this thread: without the GIL, as any wait
-        let call = py
-            .detach(|| client.start_blocking(mt, payload, timeout, label, with_progress))
+        let slice = Duration::from_millis(100);
+        // the request is written on this thread, and the first wait follows, in one stretch without the GIL
+        // NOTE: one release and one re-acquisition of the GIL per call instead of two: with 8 threads
+        // calling, every hand-over of the GIL wakes a thread
+        let (call, mut waited) = py
+            .detach(|| {
+                let call = client.start_blocking(mt, payload, timeout, label, with_progress)?;
+                let w = call.poll(slice);
+                runtime::stay_detached_if_finalizing();
+                Ok((call, w))
+            })
             .map_err(client_err)?;
         loop {
-            match py.detach(|| {
-                let w = call.poll(Duration::from_millis(100));
-                runtime::stay_detached_if_finalizing();
-                w
-            }) {
+            match waited {
                 Waited::Done(r) => return reply_to_py(py, r.map_err(client_err)?),
                 Waited::Progress(p) => {
                     if let Some(cb) = &on_progress {
@@ -286,6 +290,11 @@ impl Client {
                 }
                 Waited::Pending => py.check_signals()?,
             }
+            waited = py.detach(|| {
+                let w = call.poll(slice);
+                runtime::stay_detached_if_finalizing();
+                w
+            });
         }
     }
 
