@@ -570,17 +570,9 @@ async fn stats_endpoint_reports_topics_and_subscriptions() {
     recv(&mut c).await;
     recv(&mut c).await; // two stay unacked
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut s = TcpStream::connect(b.addr).await.unwrap();
-    s.write_all(b"GET /admin/v2/stats HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut resp = String::new();
-    tokio::time::timeout(T, s.read_to_string(&mut resp))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    let body: Value = serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let (status, body) = http_get(&b, "/admin/v2/stats HTTP/1.1\r\nHost: x").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let body: Value = serde_json::from_str(&body).unwrap();
     let t = &body["topics"]["non-persistent://public/default/stats"];
     assert_eq!(t["msgInCounter"], 3);
     assert_eq!(t["msgOutCounter"], 3);

@@ -61,21 +61,30 @@ def client(broker: Broker, topic: str) -> Client:
     return Client(topic, {"host": "127.0.0.1", "port": broker.port})
 
 
+def ping_until_pong(
+    c: Client, topic: str, proc: Optional[subprocess.Popen] = None, limit: float = 60.0, log: Optional[Path] = None
+) -> None:
+    """Ping the backend on `topic` through `c` until it answers; fail early if `proc` exits (showing `log`)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = f":\n{log.read_text()}" if log is not None else ""
+            raise AssertionError(f"backend exited early with code {proc.returncode}{tail}")
+        try:
+            _status, _body, props = c.call("ping", b"", 0.5, "ping")
+            if props.get("messageType") == "pong":
+                return
+        except (CallTimeout, BrokerConnectionError):
+            time.sleep(0.05)
+    tail = f":\n{log.read_text()}" if log is not None else ""
+    raise AssertionError(f"no pong from {topic} within {limit} s{tail}")
+
+
 def wait_for_pong(broker: Broker, topic: str, proc: Optional[subprocess.Popen] = None, limit: float = 60.0) -> None:
     """Ping the backend on `topic` until it answers (PROTOCOL.md §4: non-persistent topics drop early requests)."""
     c = client(broker, topic)
-    deadline = time.monotonic() + limit
     try:
-        while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                raise AssertionError(f"backend exited early with code {proc.returncode}")
-            try:
-                _status, _body, props = c.call("ping", b"", 0.5, "ping")
-                if props.get("messageType") == "pong":
-                    return
-            except (CallTimeout, BrokerConnectionError):
-                time.sleep(0.05)
-        raise AssertionError(f"no pong from {topic} within {limit} s")
+        ping_until_pong(c, topic, proc, limit)
     finally:
         c.close()
 

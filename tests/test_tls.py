@@ -20,10 +20,11 @@ import pytest
 import trustme
 import websocket
 
+from conftest import ping_until_pong
 from demessaging_rs import BackendModule, Broker
 from demessaging_rs._core import Client
 from demessaging_rs.config import ModuleConfig, PulsarConfig, WebsocketURLConfig
-from demessaging_rs.exceptions import BrokerConnectionError, CallTimeout
+from demessaging_rs.exceptions import BrokerConnectionError
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "bench" / "hello.py"  # hello_world(name) and echo(data)
@@ -57,20 +58,6 @@ def _tls_client(broker: Broker, topic: str, ca: Path) -> Client:
     return Client(topic, {"host": "127.0.0.1", "port": broker.port, "ssl": True, "ssl_ca_file": str(ca)})
 
 
-def _wait_pong(c: Client, proc: subprocess.Popen, log: Path, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"backend exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            _status, _body, props = c.call("ping", b"", 0.5, "ping")
-            if props.get("messageType") == "pong":
-                return
-        except (CallTimeout, BrokerConnectionError):
-            time.sleep(0.05)
-    raise AssertionError(f"no pong within {limit} s:\n{log.read_text()}")
-
-
 @pytest.fixture
 def tls_backend(tls_broker: Broker, pki, tmp_path) -> Iterator[str]:
     """hello_world served over wss by a backend started with --ssl --ssl-ca-file; yields its topic."""
@@ -83,7 +70,7 @@ def tls_backend(tls_broker: Broker, pki, tmp_path) -> Iterator[str]:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=str(HELLO.parent))
     c = _tls_client(tls_broker, topic, ca)
     try:
-        _wait_pong(c, proc, log)
+        ping_until_pong(c, topic, proc, log=log)
         yield topic
     finally:
         c.close()

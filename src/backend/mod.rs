@@ -229,16 +229,6 @@ struct Acker {
 }
 
 impl Acker {
-    /// Nothing to ack (already acked).
-    fn none() -> Self {
-        let (tx, _) = mpsc::channel(1);
-        Self {
-            tx,
-            alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-            ids: Vec::new(),
-        }
-    }
-
     /// An acker of no message on the same connection.
     fn same_connection(&self) -> Self {
         Self {
@@ -367,21 +357,21 @@ impl Dispatcher {
             delivery.properties.get(crate::protocol::dasf::MESSAGE_TYPE) == Some(MessageType::Request.as_str());
         if is_request {
             // acked by the worker that takes it (or once it turns out malformed)
-            return self.dispatch(delivery, Some(acker)).await;
+            return self.dispatch(delivery, acker).await;
         }
         // everything else is answered here at once: acked on arrival
+        let acked = acker.same_connection();
         acker.send().await;
-        self.dispatch(delivery, None).await;
+        self.dispatch(delivery, acked).await;
     }
 
-    /// Handle one delivery. A request comes with its `acker`, which goes to the worker that takes it.
-    async fn dispatch(&mut self, delivery: Delivery, acker: Option<Acker>) {
+    /// Handle one delivery. A request comes with its `acker`, which goes to the worker that takes it
+    /// (for anything else it holds no id any more).
+    async fn dispatch(&mut self, delivery: Delivery, acker: Acker) {
         let meta = match RequestMeta::from_properties(&delivery.properties, delivery.context.as_deref()) {
             Ok(m) => m,
             Err((e, rt)) => {
-                if let Some(a) = acker {
-                    a.send().await;
-                }
+                acker.send().await;
                 let Some(rt) = rt else {
                     tracing::warn!(target: LOG, "message with unsupported structure on {} ignored: {e}", self.cfg.topic);
                     return;
@@ -436,10 +426,7 @@ impl Dispatcher {
                     )
                     .await;
             }
-            Some(MessageType::Request) => match acker {
-                Some(a) => self.on_request(meta, delivery, a).await,
-                None => self.on_request(meta, delivery, Acker::none()).await,
-            },
+            Some(MessageType::Request) => self.on_request(meta, delivery, acker).await,
             Some(MessageType::Pong)
             | Some(MessageType::Response)
             | Some(MessageType::Progress)
