@@ -1,10 +1,13 @@
 //! The bounded worker pool: `max_workers` OS threads take jobs from a queue of `queue_size`. The
 //! dispatcher never blocks: a full queue is reported back at once so the caller gets an error reply.
+//!
+//! NOTE: a mutex and a condition variable, not a channel: crossbeam's channel spins and yields before it
+//! parks, and with six idle workers on two cores every job made them all spin (about 3 involuntary
+//! context switches per request). Only as many workers are woken as there are jobs.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 /// A unit of work run on a worker thread.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -12,9 +15,40 @@ pub type Job = Box<dyn FnOnce() + Send + 'static>;
 /// Runs a worker thread's job loop (`body`), e.g. inside some per-thread context.
 pub type ThreadScope = dyn Fn(&mut (dyn FnMut() + Send)) + Send + Sync;
 
+struct State {
+    jobs: VecDeque<Job>,
+    /// Workers waiting for a job.
+    idle: usize,
+    closed: bool,
+}
+
+struct Queue {
+    state: Mutex<State>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+impl Queue {
+    /// The next job; `None` once the pool is closed and the queue is empty.
+    fn take(&self) -> Option<Job> {
+        let mut st = self.state.lock().expect("pool lock");
+        loop {
+            if let Some(job) = st.jobs.pop_front() {
+                return Some(job);
+            }
+            if st.closed {
+                return None;
+            }
+            st.idle += 1;
+            st = self.ready.wait(st).expect("pool lock");
+            st.idle -= 1;
+        }
+    }
+}
+
 /// Fixed-size pool of worker threads with a bounded queue.
 pub struct WorkerPool {
-    tx: Option<Sender<Job>>,
+    queue: Arc<Queue>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -37,47 +71,85 @@ impl WorkerPool {
         queue_size: usize,
         scope: Arc<ThreadScope>,
     ) -> std::io::Result<Self> {
-        let (tx, rx): (Sender<Job>, Receiver<Job>) = bounded(queue_size.max(1));
-        let mut threads = Vec::with_capacity(workers);
+        let queue = Arc::new(Queue {
+            state: Mutex::new(State {
+                jobs: VecDeque::with_capacity(queue_size.max(1)),
+                idle: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            capacity: queue_size.max(1),
+        });
+        let mut pool = Self {
+            queue,
+            threads: Vec::with_capacity(workers.max(1)),
+        };
         for i in 0..workers.max(1) {
-            let rx = rx.clone();
+            let queue = pool.queue.clone();
             let scope = scope.clone();
-            threads.push(std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
+            let spawned = std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
                 let mut body = move || {
-                    while let Ok(job) = rx.recv() {
+                    while let Some(job) = queue.take() {
                         job();
                     }
                 };
                 scope(&mut body);
-            })?);
+            });
+            match spawned {
+                Ok(t) => pool.threads.push(t),
+                Err(e) => {
+                    pool.close_and_join();
+                    return Err(e);
+                }
+            }
         }
-        Ok(Self { tx: Some(tx), threads })
+        Ok(pool)
     }
 
     /// Queue a job; gives it back when the queue is full.
     pub fn try_submit(&self, job: Job) -> Result<(), Job> {
-        match self.tx.as_ref() {
-            Some(tx) => tx.try_send(job).map_err(|e| match e {
-                TrySendError::Full(j) | TrySendError::Disconnected(j) => j,
-            }),
-            None => Err(job),
+        let mut st = self.queue.state.lock().expect("pool lock");
+        if st.closed || st.jobs.len() >= self.queue.capacity {
+            return Err(job);
         }
+        st.jobs.push_back(job);
+        // NOTE: no wake-up call (a futex syscall) when every worker is busy: each looks at the queue again
+        let wake = st.idle > 0;
+        drop(st);
+        if wake {
+            self.queue.ready.notify_one();
+        }
+        Ok(())
     }
 
     /// Jobs waiting in the queue.
     pub fn queued(&self) -> usize {
-        self.tx.as_ref().map_or(0, |t| t.len())
+        self.queue.state.lock().expect("pool lock").jobs.len()
     }
 
-    /// Stop taking jobs, let queued and running ones finish, and join the threads (blocking).
-    pub fn join(mut self) {
-        self.tx.take();
+    fn close_and_join(&mut self) {
+        self.queue.state.lock().expect("pool lock").closed = true;
+        self.queue.ready.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
+
+    /// Stop taking jobs, let queued and running ones finish, and join the threads (blocking).
+    pub fn join(mut self) {
+        self.close_and_join();
+    }
 }
 
+impl Drop for WorkerPool {
+    /// Without `join`: the threads finish the queued jobs and end on their own.
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.queue.state.lock() {
+            st.closed = true;
+        }
+        self.queue.ready.notify_all();
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
