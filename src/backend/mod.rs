@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::dasf::{MessageType, Outgoing, RequestMeta, Status, QUEUE_OVERFLOW};
+use crate::protocol::dasf::{Frames, MessageType, Outgoing, RequestMeta, Status, QUEUE_OVERFLOW};
 use crate::protocol::envelope::{decode_payload, ConsumerCommand, Delivery};
 use crate::protocol::fragment::{Fed, Reassembler, ReassemblyLimits};
 use crate::protocol::url::BrokerAddress;
@@ -126,13 +126,13 @@ impl Replier {
         status: Option<Status>,
         payload: Bytes,
         extra: Vec<(String, Value)>,
-    ) -> Vec<String> {
+    ) -> Frames {
         let mut out = Outgoing::reply(&self.meta, &self.source_topic, msg_type, status);
         for (k, v) in extra {
             out.properties.insert(k, v);
         }
         out.payload = payload;
-        out.into_frames(self.max_payload_size)
+        out.frames(self.max_payload_size)
     }
 
     /// Send a message to the caller from a worker thread: the write happens on that thread (blocking).
@@ -158,7 +158,7 @@ impl Replier {
         extra: Vec<(String, Value)>,
     ) {
         let frames = self.frames(msg_type, status, payload.into(), extra);
-        self.router.send(&self.meta.response_topic, frames).await;
+        self.router.send(&self.meta.response_topic, frames.collect()).await;
     }
 }
 
@@ -367,7 +367,7 @@ impl Dispatcher {
 
     /// Handle one delivery. A request comes with its `acker`, which goes to the worker that takes it
     /// (for anything else it holds no id any more).
-    async fn dispatch(&mut self, delivery: Delivery, acker: Acker) {
+    async fn dispatch(&mut self, delivery: Delivery<'_>, acker: Acker) {
         let meta = match RequestMeta::from_properties(&delivery.properties, delivery.context.as_deref()) {
             Ok(m) => m,
             Err((e, rt)) => {
@@ -444,7 +444,7 @@ impl Dispatcher {
         }
     }
 
-    async fn on_request(&mut self, meta: RequestMeta, delivery: Delivery, mut acker: Acker) {
+    async fn on_request(&mut self, meta: RequestMeta, delivery: Delivery<'_>, mut acker: Acker) {
         let raw = match meta.fragment {
             None => decode_payload(&delivery.payload),
             Some((i, n)) => {
@@ -461,7 +461,7 @@ impl Dispatcher {
                         .await;
                     }
                 }
-                let fed = self.reassembly.feed(&key, i, n, delivery.payload, now);
+                let fed = self.reassembly.feed(&key, i, n, &delivery.payload, now);
                 let mut ids = self.fragment_ids.remove(&key).unwrap_or_default();
                 ids.append(&mut acker.ids);
                 acker.ids = ids;

@@ -1,6 +1,7 @@
 //! One task per connection: the upgrade (with every refusal as an HTTP status), then the producer or
 //! consumer loop.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,13 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::io::Conn;
+use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
@@ -357,8 +359,8 @@ async fn producer(mut ws: Ws, topic: &Arc<Topic>, state: &State, cancel: &Cancel
         for batch in 0..256 {
             let ack = match frame {
                 None | Some(Ok(WsMessage::Close(_))) => return,
-                Some(Ok(WsMessage::Text(t))) => publish(t.as_str(), topic, state, &mut scratch).await,
-                Some(Ok(WsMessage::Binary(b))) => match std::str::from_utf8(&b) {
+                Some(Ok(WsMessage::Text(t))) => publish(t, topic, state, &mut scratch).await,
+                Some(Ok(WsMessage::Binary(b))) => match Utf8Bytes::try_from(b) {
                     Ok(text) => publish(text, topic, state, &mut scratch).await,
                     Err(_) => ProducerAck::error(SEND_ERROR_JSON, "binary frame is not UTF-8 JSON", None),
                 },
@@ -396,14 +398,26 @@ async fn producer(mut ws: Ws, topic: &Arc<Topic>, state: &State, cancel: &Cancel
     }
 }
 
-async fn publish(text: &str, topic: &Arc<Topic>, state: &State, scratch: &mut Scratch) -> ProducerAck {
-    let frame = match PublishFrame::parse(text) {
+/// Payloads from this size on are kept as a slice of their publish frame.
+const ZERO_COPY_PAYLOAD: usize = 64 * 1024;
+
+async fn publish(text: Utf8Bytes, topic: &Arc<Topic>, state: &State, scratch: &mut Scratch) -> ProducerAck {
+    let frame = match PublishFrame::parse(text.as_str()) {
         Ok(f) => f,
         Err(e) => return ProducerAck::error(SEND_ERROR_JSON, format!("Failed to deserialize from JSON: {e}"), None),
     };
     // a message without payload is an empty one (the reference client's `api_info` requests have none;
     // dasf-broker-django passes them on)
-    let payload = frame.payload.unwrap_or_default();
+    let payload = match frame.payload {
+        None => Utf8Bytes::default(),
+        // NOTE: a large payload stays a slice of its frame (no copy of every fragment of a large message);
+        // a small one is copied, so that a stored message does not pin the read buffer it arrived in
+        Some(Cow::Borrowed(p)) if p.len() >= ZERO_COPY_PAYLOAD => {
+            let whole: &Bytes = text.as_ref();
+            Utf8Bytes::try_from(whole.slice_ref(p.as_bytes())).expect("a str slice is UTF-8")
+        }
+        Some(p) => Utf8Bytes::from(p.into_owned()),
+    };
     if let Err(crate::protocol::error::ProtocolError::InvalidBase64(e)) = check_payload(&payload) {
         return ProducerAck::error(
             SEND_ERROR_PAYLOAD,
@@ -480,7 +494,7 @@ async fn consumer(
                 let m = &d.msg;
                 let out = DeliveryOut {
                     message_id: &m.id,
-                    payload: &m.payload,
+                    payload: m.payload.as_str(),
                     properties: &m.properties,
                     publish_time: &m.publish_time,
                     redelivery_count: d.redelivery,

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::subscription::{pick, ConsumerSlot, Dispatch, Pick, SubState, SubType};
 use crate::protocol::Properties;
@@ -19,8 +20,8 @@ use crate::protocol::Properties;
 pub struct Message {
     /// Opaque id.
     pub id: Arc<str>,
-    /// Base64 payload as published.
-    pub payload: String,
+    /// Base64 payload as published (a slice of the publish frame that carried it, not a copy).
+    pub payload: Utf8Bytes,
     /// Properties, values as strings.
     pub properties: Properties,
     /// Publish time, ISO 8601 (shared by messages of the same millisecond).

@@ -486,12 +486,7 @@ impl Client {
         if let Some(p) = self.inner.pending.lock().expect("pending lock").get_mut(&context) {
             p.deadline = Some(deadline);
         }
-        if self
-            .inner
-            .producer
-            .enqueue(frames.map(WsMessage::text).collect(), false)
-            .is_err()
-        {
+        if self.inner.producer.enqueue(frames.map(WsMessage::text), false).is_err() {
             resolve(&self.inner, &context, Err(ClientError::ConnectionLost));
         }
         Ok(())
@@ -670,7 +665,7 @@ fn handle_reply(inner: &Inner, d: Delivery) {
                 r.drop_key(&context);
                 return;
             }
-            match r.feed(&context, i, n, d.payload, now) {
+            match r.feed(&context, i, n, &d.payload, now) {
                 Ok(Fed::Pending) | Ok(Fed::Discarded) => return,
                 Ok(Fed::Complete(p)) => Ok(p),
                 Err(e) => Err(ClientError::BadReply(e.to_string())),

@@ -234,7 +234,7 @@ impl Outgoing {
 }
 
 /// The frames of one [`Outgoing`] message, encoded as they are taken.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Frames {
     out: Outgoing,
     chunk: usize,

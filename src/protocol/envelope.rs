@@ -5,6 +5,7 @@
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 
 use super::error::ProtocolError;
@@ -169,11 +170,14 @@ fn opt_scalar<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Strin
 }
 
 /// Producer → broker: publish one message.
+///
+/// NOTE: the payload borrows from the frame's text unless it holds escapes (base64 never does): a large
+/// message's fragments are not copied once more while parsed.
 #[derive(Debug, Clone, Deserialize)]
-pub struct PublishFrame {
+pub struct PublishFrame<'a> {
     /// Base64 payload; `None` when the field is missing (the broker delivers it as empty).
-    #[serde(default)]
-    pub payload: Option<String>,
+    #[serde(default, borrow)]
+    pub payload: Option<Cow<'a, str>>,
     /// Message properties.
     #[serde(default)]
     pub properties: Properties,
@@ -185,9 +189,9 @@ pub struct PublishFrame {
     pub key: Option<String>,
 }
 
-impl PublishFrame {
+impl<'a> PublishFrame<'a> {
     /// Parse a publish frame from text.
-    pub fn parse(text: &str) -> Result<Self, ProtocolError> {
+    pub fn parse(text: &'a str) -> Result<Self, ProtocolError> {
         serde_json::from_str(text).map_err(|e| ProtocolError::InvalidFrame(e.to_string()))
     }
 }
@@ -236,14 +240,15 @@ impl ProducerAck {
 }
 
 /// Broker → consumer: one delivered message.
+/// The payload borrows from the frame's text like [`PublishFrame`]'s.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Delivery {
+pub struct Delivery<'a> {
     /// Opaque message id, used to ack.
     #[serde(rename = "messageId", deserialize_with = "scalar")]
     pub message_id: String,
     /// Base64 payload.
-    #[serde(default)]
-    pub payload: String,
+    #[serde(default, borrow)]
+    pub payload: Cow<'a, str>,
     /// Message properties.
     #[serde(default)]
     pub properties: Properties,
@@ -257,9 +262,9 @@ fn scalar<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error
     scalar_to_string(value).map_err(de::Error::custom)
 }
 
-impl Delivery {
+impl<'a> Delivery<'a> {
     /// Parse a delivery frame from text.
-    pub fn parse(text: &str) -> Result<Self, ProtocolError> {
+    pub fn parse(text: &'a str) -> Result<Self, ProtocolError> {
         serde_json::from_str(text).map_err(|e| ProtocolError::InvalidFrame(e.to_string()))
     }
 }

@@ -136,14 +136,7 @@ impl Reassembler {
 
     /// Feed fragment `index` of `count` for message `key`. Duplicates are ignored; a fragment that
     /// contradicts the announced count or breaks a limit is an error, and the partial is dropped.
-    pub fn feed(
-        &mut self,
-        key: &str,
-        index: u32,
-        count: u32,
-        piece: String,
-        now: Instant,
-    ) -> Result<Fed, ProtocolError> {
+    pub fn feed(&mut self, key: &str, index: u32, count: u32, piece: &str, now: Instant) -> Result<Fed, ProtocolError> {
         if self.failed.contains_key(key) {
             return Ok(Fed::Discarded);
         }
@@ -168,7 +161,7 @@ impl Reassembler {
         key: &str,
         index: u32,
         count: u32,
-        piece: String,
+        piece: &str,
         now: Instant,
     ) -> Result<Fed, ProtocolError> {
         if count == 0 || index >= count {
@@ -233,13 +226,13 @@ impl Reassembler {
         self.bytes += piece.len();
         partial.received += 1;
         if index > partial.next {
-            partial.early[index as usize] = Some(piece);
+            partial.early[index as usize] = Some(piece.to_owned());
             return Ok(Fed::Pending);
         }
         if partial.raw.capacity() == 0 {
             partial.raw.reserve(piece.len() / 4 * 3 * count as usize);
         }
-        match partial.advance(&piece) {
+        match partial.advance(piece) {
             Ok(false) => Ok(Fed::Pending),
             Ok(true) => {
                 let partial = self.partials.remove(key).expect("present");
@@ -299,7 +292,7 @@ mod tests {
         let mut r = Reassembler::new(ReassemblyLimits::default());
         let now = Instant::now();
         for (i, p) in ps.into_iter().enumerate() {
-            let fed = r.feed("k", i as u32, n, p, now).unwrap();
+            let fed = r.feed("k", i as u32, n, &p, now).unwrap();
             if (i as u32) < n - 1 {
                 assert_eq!(fed, Fed::Pending);
             } else {
@@ -321,7 +314,7 @@ mod tests {
             let now = Instant::now();
             let mut out = None;
             for (i, p) in ps.into_iter().enumerate().rev() {
-                if let Fed::Complete(v) = r.feed("k", i as u32, n, p, now).unwrap() {
+                if let Fed::Complete(v) = r.feed("k", i as u32, n, &p, now).unwrap() {
                     out = Some(v);
                 }
             }
@@ -350,8 +343,8 @@ mod tests {
             let mut done = None;
             for idx in order {
                 // interleave with another message that never completes
-                r.feed("other", 0, 2, "QUJD".into(), now).unwrap();
-                if let Fed::Complete(v) = r.feed("k", idx, n, ps[idx as usize].clone(), now).unwrap() {
+                r.feed("other", 0, 2, "QUJD", now).unwrap();
+                if let Fed::Complete(v) = r.feed("k", idx, n, &ps[idx as usize], now).unwrap() {
                     assert!(done.is_none(), "completed twice");
                     done = Some(v);
                 }
@@ -369,8 +362,8 @@ mod tests {
             ..Default::default()
         });
         let t0 = Instant::now();
-        r.feed("k", 0, 3, "QUFB".into(), t0).unwrap();
-        r.feed("k", 2, 3, "QUFB".into(), t0).unwrap();
+        r.feed("k", 0, 3, "QUFB", t0).unwrap();
+        r.feed("k", 2, 3, "QUFB", t0).unwrap();
         assert!(r.expire(t0 + Duration::from_millis(500)).is_empty());
         assert_eq!(r.expire(t0 + Duration::from_secs(2)), vec!["k".to_string()]);
         assert_eq!(r.buffered_bytes(), 0);
@@ -384,14 +377,14 @@ mod tests {
             ..Default::default()
         });
         let now = Instant::now();
-        r.feed("a", 0, 2, "QUFB".into(), now).unwrap();
-        assert!(r.feed("b", 0, 2, "QUFB".into(), now).is_err(), "second partial refused");
-        assert!(r.feed("a", 1, 2, "QUFBQUFBQUFB".into(), now).is_err(), "byte limit");
+        r.feed("a", 0, 2, "QUFB", now).unwrap();
+        assert!(r.feed("b", 0, 2, "QUFB", now).is_err(), "second partial refused");
+        assert!(r.feed("a", 1, 2, "QUFBQUFBQUFB", now).is_err(), "byte limit");
         assert_eq!(r.buffered_bytes(), 0);
-        assert!(r.feed("c", 3, 3, "x".into(), now).is_err());
+        assert!(r.feed("c", 3, 3, "x", now).is_err());
         let mut r = Reassembler::new(ReassemblyLimits::default());
-        r.feed("a", 0, 2, "QUFB".into(), now).unwrap();
-        assert!(r.feed("a", 1, 3, "QUFB".into(), now).is_err(), "count mismatch");
+        r.feed("a", 0, 2, "QUFB", now).unwrap();
+        assert!(r.feed("a", 1, 3, "QUFB", now).is_err(), "count mismatch");
         assert_eq!(r.pending(), 0);
     }
 
@@ -403,41 +396,41 @@ mod tests {
         });
         let now = Instant::now();
         let piece = "QUFB".repeat(250_000); // 1 MB of base64
-        match r.feed("big", 0, 8, piece.clone(), now) {
+        match r.feed("big", 0, 8, &piece, now) {
             Err(ProtocolError::Fragment(m)) => assert!(m.contains("exceeds the reassembly limit of 3.0 MB"), "{m}"),
             other => panic!("{other:?}"),
         }
         assert_eq!((r.pending(), r.buffered_bytes()), (0, 0));
         for i in 1..8 {
-            assert_eq!(r.feed("big", i, 8, piece.clone(), now).unwrap(), Fed::Discarded);
+            assert_eq!(r.feed("big", i, 8, &piece, now).unwrap(), Fed::Discarded);
         }
         assert_eq!((r.pending(), r.buffered_bytes()), (0, 0));
         // others are unaffected; the failure is forgotten after max_age
         assert_eq!(
-            r.feed("small", 0, 1, "QUFB".into(), now).unwrap(),
+            r.feed("small", 0, 1, "QUFB", now).unwrap(),
             Fed::Complete(b"AAA".to_vec())
         );
         r.expire(now + Duration::from_secs(3600));
-        assert!(r.feed("big", 0, 8, piece, now + Duration::from_secs(3600)).is_err());
+        assert!(r.feed("big", 0, 8, &piece, now + Duration::from_secs(3600)).is_err());
     }
 
     #[test]
     fn corrupt_base64_is_an_error_not_a_panic() {
         let mut r = Reassembler::new(ReassemblyLimits::default());
         let now = Instant::now();
-        r.feed("a", 0, 2, "QU".into(), now).unwrap();
+        r.feed("a", 0, 2, "QU", now).unwrap();
         assert!(matches!(
-            r.feed("a", 1, 2, "!!".into(), now),
+            r.feed("a", 1, 2, "!!", now),
             Err(ProtocolError::InvalidBase64(_))
         ));
         // found in the middle: the message is dropped at once, nothing stays buffered
-        r.feed("b", 2, 3, "QUJD".into(), now).unwrap();
+        r.feed("b", 2, 3, "QUJD", now).unwrap();
         assert!(matches!(
-            r.feed("b", 0, 3, "QQ==".into(), now),
+            r.feed("b", 0, 3, "QQ==", now),
             Err(ProtocolError::InvalidBase64(m)) if m.contains("padding")
         ));
         assert!(matches!(
-            r.feed("c", 0, 3, "QU#D".into(), now),
+            r.feed("c", 0, 3, "QU#D", now),
             Err(ProtocolError::InvalidBase64(m)) if m.contains("'#' at offset 2")
         ));
         assert_eq!((r.pending(), r.buffered_bytes()), (0, 0));

@@ -39,7 +39,8 @@ pub fn envelope(data: &[u8]) {
             redelivery_count: 1,
             key: d.context.as_deref(),
         };
-        let back = Delivery::parse(&out.to_json()).expect("our delivery JSON parses");
+        let json = out.to_json();
+        let back = Delivery::parse(&json).expect("our delivery JSON parses");
         assert_eq!(back.message_id, d.message_id);
         assert_eq!(back.payload, d.payload);
         assert_eq!(back.properties, d.properties);
@@ -90,10 +91,10 @@ pub fn fragments(data: &[u8]) {
                 .take(len)
                 .map(|b| char::from(b"AB+/=!\n"[usize::from(b) % 7]))
                 .collect();
-            let _ = r.feed(key, index, count, piece, now);
+            let _ = r.feed(key, index, count, &piece, now);
         } else {
             let i = usize::from(op) % pieces.len();
-            let out = r.feed("k", i as u32, n, pieces[i].clone(), now);
+            let out = r.feed("k", i as u32, n, &pieces[i], now);
             fed[i] = true;
             if let Ok(Fed::Complete(p)) = out {
                 assert_eq!(p, payload, "reassembled payload differs");

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
@@ -223,7 +223,11 @@ impl SharedWriter {
     ///
     /// With `direct_if_idle`, frames are written on the calling thread when nothing is queued and nobody
     /// writes (no hand-off for a lone message: its latency stays that of a direct write).
-    pub fn enqueue(self: &Arc<Self>, msgs: Vec<Message>, direct_if_idle: bool) -> Result<(), TransportError> {
+    pub fn enqueue(
+        self: &Arc<Self>,
+        msgs: impl IntoIterator<Item = Message>,
+        direct_if_idle: bool,
+    ) -> Result<(), TransportError> {
         if self.broken.load(std::sync::atomic::Ordering::Acquire) {
             return Err(TransportError::Ws("the connection failed".into()));
         }
@@ -352,11 +356,13 @@ pub fn shared_writer(ws: WsStream, opts: &ConnectOptions) -> (Arc<SharedWriter>,
 }
 
 /// Read the next text frame, skipping control frames. `None` when the connection is closed or broken.
-pub async fn next_text(reader: &mut WsReader) -> Option<Result<String, TransportError>> {
+///
+/// NOTE: the frame as the websocket layer read it, not copied (a large message's fragments are big).
+pub async fn next_text(reader: &mut WsReader) -> Option<Result<Utf8Bytes, TransportError>> {
     loop {
         match reader.next().await? {
-            Ok(Message::Text(t)) => return Some(Ok(t.as_str().to_owned())),
-            Ok(Message::Binary(b)) => match String::from_utf8(b.to_vec()) {
+            Ok(Message::Text(t)) => return Some(Ok(t)),
+            Ok(Message::Binary(b)) => match Utf8Bytes::try_from(b) {
                 Ok(t) => return Some(Ok(t)),
                 Err(_) => return Some(Err(TransportError::Protocol("binary frame that is not UTF-8".into()))),
             },
