@@ -507,19 +507,32 @@ impl Dispatcher {
         let load = self.load.clone();
         load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let persistent = self.persistent;
-        let overflow_acker = Acker {
-            ids: acker.ids.clone(),
-            ..acker.same_connection()
+        // A request an idle worker takes at once is acked from here: the ack joins the others this task
+        // writes, instead of a worker waking the connection's writer once per request. A queued one is
+        // acked by the worker that takes it.
+        let taken_now = self.pool.has_idle_worker();
+        let alive = acker.alive.clone();
+        let (worker_acker, dispatch_acker) = if taken_now {
+            (None, acker)
+        } else {
+            let here = Acker {
+                ids: Vec::new(),
+                ..acker.same_connection()
+            };
+            (Some(acker), here)
         };
+        let overflow_ids = worker_acker.as_ref().map(|a| a.ids.clone()).unwrap_or_default();
         let job = Box::new(move || {
             let _slot = slot;
-            if persistent && !acker.alive.load(std::sync::atomic::Ordering::Acquire) {
+            if persistent && !alive.load(std::sync::atomic::Ordering::Acquire) {
                 // the connection that delivered it is gone, so the broker hands it out again: not run here
                 tracing::info!(target: LOG, "request {} left for redelivery (its connection was lost before it started)", request.message_id);
                 replier.load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 return;
             }
-            acker.send_blocking();
+            if let Some(acker) = worker_acker {
+                acker.send_blocking();
+            }
             let outcome = match handler.handle(&request, &replier) {
                 Some(Ok(body)) => Some((Status::Success, body)),
                 Some(Err(text)) => Some((Status::Error, Bytes::from(text))),
@@ -530,9 +543,15 @@ impl Dispatcher {
             }
             replier.load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
-        if self.pool.try_submit(job).is_err() {
+        let submitted = self.pool.try_submit(job).is_ok();
+        // the ids of a refused job: the worker's, or (taken_now) still the ones in `dispatch_acker`
+        let mut acker = dispatch_acker;
+        if !submitted {
+            acker.ids.extend(overflow_ids);
+        }
+        acker.send().await;
+        if !submitted {
             load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            overflow_acker.send().await;
             self.error_reply(meta, QUEUE_OVERFLOW.to_owned()).await;
         }
     }

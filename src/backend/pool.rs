@@ -122,6 +122,12 @@ impl WorkerPool {
         Ok(())
     }
 
+    /// Whether a job submitted now is taken at once (a worker waits with nothing queued ahead of it).
+    pub fn has_idle_worker(&self) -> bool {
+        let st = self.queue.state.lock().expect("pool lock");
+        st.idle > st.jobs.len()
+    }
+
     /// Jobs waiting in the queue.
     pub fn queued(&self) -> usize {
         self.queue.state.lock().expect("pool lock").jobs.len()
