@@ -45,6 +45,7 @@ PNG = ROOT / "bench" / "bench_calls.png"
 
 REF = "demessaging 0.6.4 (reference) + our broker"
 OURS = "demessaging-rs + our broker"
+RUST_ONLY = "the library's Rust client and backend, no Python (dasf-loadgen calls/backend) + our broker"
 ECHO_COLS = ["echo 100 KB", "echo 400 KB", "echo 1 MB", "echo 2 MB", "echo 20 MB", "echo 100 MB"]
 
 
@@ -114,6 +115,40 @@ def relay_floor(exe: Path, messages: int) -> Dict[str, Any]:
     finally:
         relay.terminate()
         relay.wait(timeout=15)
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of a process in seconds (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rust_only(exe: Path, port: int, broker_pid: int, args: argparse.Namespace, tmp: Path) -> Dict[str, Any]:
+    """The threaded workload without Python: the library's blocking client (`dasf-loadgen calls`, plain threads)
+    against the library's backend with a Rust hello_world handler (`dasf-loadgen backend`), through our broker."""
+    topic = "bench-rust-only"
+    common = ["--port", str(port), "--topic", topic]
+    backend = subprocess.Popen([str(exe), "backend", *common], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=open(tmp / "rust-only-backend.log", "w"), text=True)
+    try:
+        backend.stdout.readline()  # type: ignore[union-attr]
+        before = (proc_cpu(broker_pid), proc_cpu(backend.pid))
+        out = subprocess.run([str(exe), "calls", *common, "--threads", str(args.threads),
+                              "--per-thread", str(args.per_thread * 2)], capture_output=True, text=True, timeout=300)
+        after = (proc_cpu(broker_pid), proc_cpu(backend.pid))
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr.strip()[-500:])
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        backend.stdin.close()  # type: ignore[union-attr]
+        stop([backend])
+    calls = res["calls"]
+    # the broker and backend figures include the client's warm-up (a tenth of the calls): counted in
+    warm = calls + args.threads * (args.per_thread * 2 // 10 + 1)
+    cpu = {"client": res["client_cpu_us"], "broker": (after[0] - before[0]) / warm * 1e6,
+           "backend": (after[1] - before[1]) / warm * 1e6}
+    return {"threads": {"rate": res["rate"], "cpu": cpu}}
 
 
 # --------------------------------------------------------------------------------------------------- systems
@@ -314,13 +349,19 @@ def render(rows: Dict[str, Dict[str, Any]], floor: Optional[Dict[str, Any]], bro
                      f"{cpu_cell(get(row, 'threads', 'cpu'))} | {cpu_cell(get(row, 'async', 'cpu'))} |")
     ours = rows.get(OURS)
     for name, row in rows.items():
-        if ours and name != OURS:
+        if ours and name not in (OURS, RUST_ONLY):
             short = "reference" if name == REF else "NATS"
             lines.append(ratio_row(f"**ours vs {short}**", ours, row, fl))
+    bare, ref_rate = get(rows.get(RUST_ONLY, {}), "threads", "rate"), get(rows.get(REF, {}), "threads", "rate")
+    if bare and ref_rate:
+        ours_rate = get(ours or {}, "threads", "rate")
+        share = f"; with Python (pydantic, the GIL, PyO3) {ours_rate / bare:.0%} of it" if ours_rate else ""
+        notes = [f"{args.threads} threads without Python: {bare:,.0f} calls/s, {bare / ref_rate:.1f}× the "
+                 f"reference{share}.", *notes]
     lines += ["", *notes] if notes else []
     if ours and REF in rows and args.echo:
         ref = rows[REF]
-        lines += ["", "Large payloads (one `echo(data)` call each, through our broker):", "",
+        lines += ["", "Large payloads (`echo(data)` through our broker: one call each; 20 MB and 100 MB the median of three):", "",
                   "| client + backend | " + " | ".join(ECHO_COLS) + " |", "|---|" + "---|" * len(ECHO_COLS)]
         for name, row in ((REF, ref), (OURS, ours)):
             lines.append(f"| {name} | " + " | ".join(str(row.get(c, "—")) for c in ECHO_COLS) + " |")
@@ -449,6 +490,12 @@ def main() -> None:
             broker_rt = roundtrip(loadgen, f"ws://127.0.0.1:{port}/ws", args.floor_messages, "bench-broker")
         rows[REF] = run_dasf_phase("ref", ref_backend, port, broker.pid, args, tmp)
         rows[OURS] = run_dasf_phase("ours", HERE / "hello.py", port, broker.pid, args, tmp)
+        if loadgen:
+            note("rust-only: the library's client and backend without Python")
+            try:
+                rows[RUST_ONLY] = rust_only(loadgen, port, broker.pid, args, tmp)
+            except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+                notes.append(f"Rust-only row failed: {e}")
     finally:
         stop([broker])
 
@@ -471,7 +518,7 @@ def main() -> None:
         floor = {**min(floors, key=lambda r: r["p50_ms"]), "runs": floors}
 
     if args.readme:
-        args.png = plot(rows, floor, args)
+        args.png = plot({k: v for k, v in rows.items() if k != RUST_ONLY}, floor, args)
     table = render(rows, floor, broker_rt, notes, args, broker_desc)
     print()
     print(table)

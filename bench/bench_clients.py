@@ -261,8 +261,17 @@ def run_dasf(system: str, target: str, args: argparse.Namespace, meter: Meter) -
         def call_echo(d: str) -> Any:
             return Model.send_request({"func_name": "echo", "data": d}).root
 
-        for size, label in ECHO_SIZES + (BIG_ECHO_SIZES if system == "ours" else ()):
+        for size, label in ECHO_SIZES:
             out[label] = timed_echo(call_echo, size, 60 if system == "ours" else 20)
+        if system == "ours":
+            # one large echo varies by a tenth between runs on a shared VM: the median of three, with the range
+            for size, label in BIG_ECHO_SIZES:
+                runs = [timed_echo(call_echo, size, 60) for _ in range(3)]
+                if any(r.startswith("FAIL") for r in runs):
+                    out[label] = next(r for r in runs if r.startswith("FAIL"))
+                    continue
+                secs = sorted(float(r.split()[0]) for r in runs)
+                out[label] = f"{secs[1]:.3f} s ({secs[0]:.2f}–{secs[2]:.2f}, median of 3)"
     return out
 
 

@@ -5,7 +5,13 @@
 //! dasf-loadgen roundtrip  --base URL [--messages N] [--tag T]  # topics rt-a-T, rt-b-T under URL
 //! dasf-loadgen idle       --base URL [--connections N]  # hold N idle consumers until stdin closes
 //! dasf-loadgen relay      --port P                      # forward frames, ack with {"result":"ok"}
+//! dasf-loadgen backend    --port P --topic T [--workers W]  # a hello_world backend of the library's, until
+//!                                                           # stdin closes
+//! dasf-loadgen calls      --port P --topic T [--threads N] [--per-thread C]  # N plain threads calling it
 //! ```
+//!
+//! `backend` and `calls` are the library's backend and blocking client with a Rust handler: the 8-thread
+//! workload of bench/bench_calls.py without Python, i.e. what our transport costs on its own.
 //! Each prints one JSON line with its figures. Every loop is bounded in count and time.
 
 use std::collections::HashMap;
@@ -13,11 +19,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use demessaging_rs::backend::{self, BackendConfig, Handler, Replier, Request};
+use demessaging_rs::client::{Client, ClientConfig, Waited};
+use demessaging_rs::protocol::dasf::MessageType;
+use demessaging_rs::protocol::url::BrokerAddress;
+use demessaging_rs::protocol::ReassemblyLimits;
+use demessaging_rs::transport::{Backoff, ConnectOptions};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -310,6 +323,139 @@ async fn relay(args: &[String]) {
     }
 }
 
+fn pulsar_at(args: &[String]) -> BrokerAddress {
+    BrokerAddress::Pulsar {
+        tls: false,
+        host: "127.0.0.1".into(),
+        port: arg(args, "--port").expect("--port P"),
+        persistence: "non-persistent".into(),
+        tenant: "public".into(),
+        namespace: "default".into(),
+    }
+}
+
+/// `hello_world(name)` in Rust: parses the request, answers `"Hello, " + name`.
+struct Hello;
+
+impl Handler for Hello {
+    fn handle(&self, request: &Request, _replier: &Replier) -> Option<Result<bytes::Bytes, String>> {
+        let reply = serde_json::from_str::<Value>(&request.payload)
+            .map_err(|e| e.to_string())
+            .map(|v| {
+                json!(format!("Hello, {}", v["name"].as_str().unwrap_or("")))
+                    .to_string()
+                    .into()
+            });
+        Some(reply)
+    }
+}
+
+async fn backend(args: &[String]) {
+    let workers = num(args, "--workers", 6) as usize;
+    let cfg = BackendConfig {
+        address: pulsar_at(args),
+        topic: arg(args, "--topic").expect("--topic T"),
+        subscription: "loadgen".into(),
+        consumer_query: String::new(),
+        connect: ConnectOptions::default(),
+        backoff: Backoff::default(),
+        max_workers: workers,
+        queue_size: workers,
+        overflow_replies: false,
+        max_payload_size: 512_000,
+        producer_keep_alive: Duration::from_secs(120),
+        producer_connection_timeout: Duration::from_secs(10),
+        info: None,
+        api_info: None,
+        reassembly: ReassemblyLimits::default(),
+    };
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(
+            LIMIT,
+            tokio::task::spawn_blocking(|| {
+                let mut s = String::new();
+                let _ = std::io::stdin().read_line(&mut s);
+            }),
+        )
+        .await;
+        stop.cancel();
+    });
+    println!("{}", json!({"ready": true}));
+    backend::run(cfg, Arc::new(Hello), cancel).await.expect("backend runs");
+}
+
+/// utime + stime of this process in seconds (Linux).
+fn own_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+async fn calls(args: &[String]) {
+    let threads = num(args, "--threads", 8);
+    let per_thread = num(args, "--per-thread", 2000);
+    let client = Client::connect(ClientConfig {
+        address: pulsar_at(args),
+        topic: arg(args, "--topic").expect("--topic T"),
+        connect: ConnectOptions::default(),
+        max_payload_size: 512_000,
+        reassembly: ReassemblyLimits::default(),
+    })
+    .await
+    .expect("client connects");
+    assert!(
+        client
+            .await_backend(Duration::from_secs(30), Duration::from_millis(200))
+            .await
+            .expect("ping"),
+        "the backend never answered a ping"
+    );
+    let request = bytes::Bytes::from_static(br#"{"func_name":"hello_world","name":"x"}"#);
+    let run = |n: u64| {
+        let started = Instant::now();
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (client, request) = (client.clone(), request.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..n {
+                        let call = client
+                            .start_blocking(
+                                MessageType::Request,
+                                request.clone(),
+                                Duration::from_secs(30),
+                                "hello_world",
+                                false,
+                            )
+                            .expect("call starts");
+                        let reply = loop {
+                            match call.poll(Duration::from_secs(1)) {
+                                Waited::Done(r) => break r.expect("call answered"),
+                                Waited::Pending | Waited::Progress(_) => continue,
+                            }
+                        };
+                        assert_eq!(&reply.payload[..], br#""Hello, x""#);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("caller thread");
+        }
+        started.elapsed().as_secs_f64()
+    };
+    let _ = tokio::task::block_in_place(|| run(per_thread / 10 + 1)); // warm-up
+    let cpu0 = own_cpu();
+    let wall = tokio::task::block_in_place(|| run(per_thread));
+    let total = (threads * per_thread) as f64;
+    println!(
+        "{}",
+        json!({"calls": total, "rate": total / wall, "client_cpu_us": (own_cpu() - cpu0) / total * 1e6})
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -322,7 +468,11 @@ fn main() {
             Some("roundtrip") => roundtrip(&args).await,
             Some("idle") => idle(&args).await,
             Some("relay") => relay(&args).await,
-            _ => eprintln!("usage: dasf-loadgen throughput|roundtrip|idle|relay [options] (see the file header)"),
+            Some("backend") => backend(&args).await,
+            Some("calls") => calls(&args).await,
+            _ => eprintln!(
+                "usage: dasf-loadgen throughput|roundtrip|idle|relay|backend|calls [options] (see the file header)"
+            ),
         }
     });
 }
