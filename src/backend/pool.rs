@@ -192,4 +192,28 @@ mod tests {
         pool.join();
         assert_eq!(done.load(Ordering::SeqCst), 2);
     }
+
+    #[test]
+    fn tells_whether_a_job_is_taken_at_once() {
+        let pool = WorkerPool::start("t", 1, 2).unwrap();
+        let t0 = std::time::Instant::now();
+        while !pool.has_idle_worker() && t0.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::yield_now(); // the thread starts and waits
+        }
+        assert!(pool.has_idle_worker(), "a started worker waits for work");
+        let gate = Arc::new(Barrier::new(2));
+        let g = gate.clone();
+        pool.try_submit(Box::new(move || {
+            g.wait();
+        }))
+        .map_err(|_| ())
+        .unwrap();
+        let t0 = std::time::Instant::now();
+        while pool.queued() > 0 && t0.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::yield_now();
+        }
+        assert!(!pool.has_idle_worker(), "its only worker is busy");
+        gate.wait();
+        drop(pool); // without join: the thread ends on its own
+    }
 }
