@@ -245,17 +245,19 @@ pub(super) async fn run(mut stream: Conn, peer: SocketAddr, state: Arc<State>, c
         Ok(resp)
     };
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
-    let ws = match tokio::time::timeout(state.cfg.handshake_timeout, upgrade).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            tracing::debug!(target: LOG, "upgrade from {peer} refused or failed: {e}");
-            if let Some(Endpoint::Consumer { conn, id, .. }) = endpoint {
-                state.registry.leave(&conn.topic, &conn.sub, id, Vec::new());
+    // NOTE: shutdown does not wait for a handshake (it waits for every connection's task)
+    let upgraded = tokio::select! {
+        _ = cancel.cancelled() => None,
+        u = tokio::time::timeout(state.cfg.handshake_timeout, upgrade) => Some(u),
+    };
+    let ws = match upgraded {
+        Some(Ok(Ok(ws))) => ws,
+        failed => {
+            match failed {
+                Some(Ok(Err(e))) => tracing::debug!(target: LOG, "upgrade from {peer} refused or failed: {e}"),
+                Some(Err(_)) => tracing::debug!(target: LOG, "upgrade from {peer} timed out"),
+                _ => tracing::debug!(target: LOG, "upgrade from {peer} abandoned: the broker stops"),
             }
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(target: LOG, "upgrade from {peer} timed out");
             if let Some(Endpoint::Consumer { conn, id, .. }) = endpoint {
                 state.registry.leave(&conn.topic, &conn.sub, id, Vec::new());
             }
