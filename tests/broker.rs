@@ -231,6 +231,27 @@ async fn negative_ack_and_ack_timeout_redeliver() {
 }
 
 #[tokio::test]
+async fn shutdown_does_not_wait_for_a_consumer_that_never_reads() {
+    let b = start(BrokerConfig::default()).await;
+    // subscribed, then never read: deliveries fill its socket until the broker's writes wait
+    let stuck = ws(&b, &format!("{NC}/stuck/s")).await;
+    let mut p = ws(&b, &format!("{NP}/stuck")).await;
+    let payload = "QUFB".repeat(16 * 1024); // 48 KiB a message
+    for i in 0..600 {
+        let frame = json!({"payload": payload, "properties": {}, "context": i}).to_string();
+        p.send(Message::text(frame)).await.unwrap();
+    }
+    // every publish is acked: the broker took them all (600 × 64 KiB of frames is more than a socket holds)
+    for _ in 0..600 {
+        assert_eq!(recv(&mut p).await["result"], "ok");
+    }
+    tokio::time::timeout(Duration::from_secs(20), b.shutdown())
+        .await
+        .expect("the broker stops although a consumer does not read");
+    drop(stuck);
+}
+
+#[tokio::test]
 async fn non_persistent_drops_while_nobody_subscribes() {
     let b = start(BrokerConfig::default()).await;
     let mut p = ws(&b, &format!("{NP}/drop")).await;

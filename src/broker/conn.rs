@@ -265,13 +265,31 @@ pub(super) async fn run(mut stream: Conn, peer: SocketAddr, state: Arc<State>, c
         }
     };
     match endpoint {
-        Some(Endpoint::Producer { topic }) => producer(ws, &topic, &state, &cancel).await,
+        Some(Endpoint::Producer { topic }) => {
+            tokio::select! {
+                _ = producer(ws, &topic, &state, &cancel) => {}
+                _ = stopped_for_good(&cancel) => {}
+            }
+        }
         Some(Endpoint::Consumer { conn, id, rx }) => {
-            let unacked = consumer(ws, rx, &conn, &state, &cancel).await;
+            let unacked = tokio::select! {
+                u = consumer(ws, rx, &conn, &state, &cancel) => u,
+                _ = stopped_for_good(&cancel) => Vec::new(),
+            };
             state.registry.leave(&conn.topic, &conn.sub, id, unacked);
         }
         None => {}
     }
+}
+
+/// How long a connection may take to close politely once the broker stops.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Completes [`CLOSE_GRACE`] after `cancel`: then a connection is dropped even if a write to a peer that
+/// does not read still waits (shutdown waits for every connection's task).
+async fn stopped_for_good(cancel: &CancellationToken) {
+    cancel.cancelled().await;
+    tokio::time::sleep(CLOSE_GRACE).await;
 }
 
 fn close_frame(code: CloseCode, reason: &str) -> WsMessage {
