@@ -255,6 +255,11 @@ async fn idle(args: &[String]) {
     }
     println!("{}", json!({"connections": conns.len()}));
     // hold them until stdin closes (bounded)
+    stdin_closed().await;
+}
+
+/// Until stdin closes or a line arrives (at most [`LIMIT`]).
+async fn stdin_closed() {
     let _ = tokio::time::timeout(
         LIMIT,
         tokio::task::spawn_blocking(|| {
@@ -372,14 +377,7 @@ async fn backend(args: &[String]) {
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
-        let _ = tokio::time::timeout(
-            LIMIT,
-            tokio::task::spawn_blocking(|| {
-                let mut s = String::new();
-                let _ = std::io::stdin().read_line(&mut s);
-            }),
-        )
-        .await;
+        stdin_closed().await;
         stop.cancel();
     });
     println!("{}", json!({"ready": true}));
