@@ -252,6 +252,47 @@ async fn shutdown_does_not_wait_for_a_consumer_that_never_reads() {
 }
 
 #[tokio::test]
+async fn a_consumer_that_stops_reading_is_dropped_and_its_messages_go_to_the_others() {
+    let cfg = BrokerConfig {
+        ping_interval: Duration::from_millis(200), // a write may wait 3 intervals for the peer to read
+        ..BrokerConfig::default()
+    };
+    let b = start(cfg).await;
+    let path = format!("{PC}/frozen/s?subscriptionType=Shared");
+    let stuck = ws(&b, &path).await; // a frozen replica: connected, never reads again
+    let live = ws(&b, &path).await;
+    let total = 600;
+    let reader = tokio::spawn(async move {
+        let mut live = live;
+        let mut seen = HashSet::new();
+        while seen.len() < total {
+            let Some(m) = recv_within(&mut live, Duration::from_secs(15)).await else {
+                break;
+            };
+            seen.insert(m["properties"]["i"].as_str().unwrap().to_owned());
+            ack(&mut live, &m).await;
+        }
+        seen.len()
+    });
+    let mut p = ws(&b, &format!("{PP}/frozen")).await;
+    let payload = "QUFB".repeat(16 * 1024); // 48 KiB: half of them fill the frozen one's socket
+    for i in 0..total {
+        let frame = json!({"payload": payload, "properties": {"i": i}, "context": i}).to_string();
+        p.send(Message::text(frame)).await.unwrap();
+    }
+    for _ in 0..total {
+        assert_eq!(recv(&mut p).await["result"], "ok");
+    }
+    let received = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received, total, "every message reached the consumer that reads");
+    drop(stuck);
+    b.shutdown().await;
+}
+
+#[tokio::test]
 async fn non_persistent_drops_while_nobody_subscribes() {
     let b = start(BrokerConfig::default()).await;
     let mut p = ws(&b, &format!("{NP}/drop")).await;

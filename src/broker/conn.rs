@@ -309,10 +309,13 @@ fn close_for(err: &WsError) -> Option<WsMessage> {
     }
 }
 
-/// Liveness: ping every interval; a peer silent for three intervals is dropped.
+/// Liveness: ping every interval; a peer silent for three intervals is dropped, and so is a peer that does
+/// not take what is written to it for as long (a frozen process whose connection stays open).
 struct Liveness {
     ticker: tokio::time::Interval,
     silent_ticks: u32,
+    /// How long one write may wait for the peer to read.
+    stall: Duration,
 }
 
 impl Liveness {
@@ -322,6 +325,7 @@ impl Liveness {
         Self {
             ticker,
             silent_ticks: 0,
+            stall: every.saturating_mul(3),
         }
     }
 
@@ -329,6 +333,20 @@ impl Liveness {
     async fn ping(&mut self, ws: &mut Ws) -> bool {
         self.silent_ticks += 1;
         self.silent_ticks <= 3 && ws.send(WsMessage::Ping(Default::default())).await.is_ok()
+    }
+
+    /// Whether `write` succeeded within the stall limit.
+    ///
+    /// NOTE: a write to a peer that does not read waits for ever, and the connection's loop with it (no
+    /// pings, no ack timeouts): its unacked messages would never go to another consumer.
+    async fn written(&self, write: impl std::future::Future<Output = Result<(), WsError>>, topic: &Topic) -> bool {
+        match tokio::time::timeout(self.stall, write).await {
+            Ok(r) => r.is_ok(),
+            Err(_) => {
+                tracing::warn!(target: LOG, "a consumer on {} has not read for {:?}: dropped", topic.name, self.stall);
+                false
+            }
+        }
     }
 }
 
@@ -493,7 +511,8 @@ async fn consumer(
                 break;
             }
             _ = live.ticker.tick() => {
-                if !live.ping(&mut ws).await {
+                let stall = live.stall;
+                if !matches!(tokio::time::timeout(stall, live.ping(&mut ws)).await, Ok(true)) {
                     break;
                 }
             }
@@ -526,11 +545,11 @@ async fn consumer(
                 unacked.insert(d.msg.id.clone(), (seq, at, d));
                 counter.store(unacked.len(), Ordering::Relaxed);
                 // NOTE: feed, and flush only when no further delivery is queued, to batch under load
-                if ws.feed(WsMessage::text(text)).await.is_err() {
+                if !live.written(ws.feed(WsMessage::text(text)), topic).await {
                     break;
                 }
                 topic.msg_out.fetch_add(1, Ordering::Relaxed);
-                if (rx.is_empty() || unacked.len() >= opts.window) && ws.flush().await.is_err() {
+                if (rx.is_empty() || unacked.len() >= opts.window) && !live.written(ws.flush(), topic).await {
                     break;
                 }
             }
@@ -543,7 +562,7 @@ async fn consumer(
                         counter.store(unacked.len(), Ordering::Relaxed);
                         sub.drain_backlog();
                         if let Some(reply) = reply {
-                            if send_json(&mut ws, &reply).await.is_err() {
+                            if !live.written(send_json(&mut ws, &reply), topic).await {
                                 break;
                             }
                         }
