@@ -504,24 +504,23 @@ impl Dispatcher {
         } else {
             self.slots.clone().acquire_owned().await.ok()
         };
+        if !self.pool.has_room() {
+            // only with an explicit queue_size (otherwise the slot above guarantees room): the reference's reply
+            acker.send().await;
+            self.error_reply(meta, QUEUE_OVERFLOW.to_owned()).await;
+            return;
+        }
         let load = self.load.clone();
         load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let persistent = self.persistent;
+        let alive = acker.alive.clone();
         // A request an idle worker takes at once is acked from here: the ack joins the others this task
         // writes, instead of a worker waking the connection's writer once per request. A queued one is
         // acked by the worker that takes it.
-        let taken_now = self.pool.has_idle_worker();
-        let alive = acker.alive.clone();
-        let (worker_acker, dispatch_acker) = if taken_now {
-            (None, acker)
-        } else {
-            let here = Acker {
-                ids: Vec::new(),
-                ..acker.same_connection()
-            };
-            (Some(acker), here)
-        };
-        let overflow_ids = worker_acker.as_ref().map(|a| a.ids.clone()).unwrap_or_default();
+        let worker_acker = (!self.pool.has_idle_worker()).then(|| Acker {
+            ids: std::mem::take(&mut acker.ids),
+            ..acker.same_connection()
+        });
         let job = Box::new(move || {
             let _slot = slot;
             if persistent && !alive.load(std::sync::atomic::Ordering::Acquire) {
@@ -543,16 +542,11 @@ impl Dispatcher {
             }
             replier.load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
-        let submitted = self.pool.try_submit(job).is_ok();
-        // the ids of a refused job: the worker's, or (taken_now) still the ones in `dispatch_acker`
-        let mut acker = dispatch_acker;
-        if !submitted {
-            acker.ids.extend(overflow_ids);
+        // only this task submits, so the room seen above is still there (workers only take jobs out)
+        if self.pool.try_submit(job).is_err() {
+            load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(target: LOG, "request not run: the worker pool is closed");
         }
         acker.send().await;
-        if !submitted {
-            load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            self.error_reply(meta, QUEUE_OVERFLOW.to_owned()).await;
-        }
     }
 }

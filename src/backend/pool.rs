@@ -122,6 +122,12 @@ impl WorkerPool {
         Ok(())
     }
 
+    /// Whether a job submitted now is accepted (the queue is open and not full).
+    pub fn has_room(&self) -> bool {
+        let st = self.queue.state.lock().expect("pool lock");
+        !st.closed && st.jobs.len() < self.queue.capacity
+    }
+
     /// Whether a job submitted now is taken at once (a worker waits with nothing queued ahead of it).
     pub fn has_idle_worker(&self) -> bool {
         let st = self.queue.state.lock().expect("pool lock");
@@ -187,6 +193,7 @@ mod tests {
                 d.fetch_add(1, Ordering::SeqCst);
             }))
             .is_ok());
+        assert!(!pool.has_room());
         assert!(pool.try_submit(Box::new(|| {})).is_err(), "queue of 1 is full");
         gate.wait();
         pool.join();

@@ -329,10 +329,15 @@ impl Liveness {
         }
     }
 
-    /// On a tick: ping the peer; `false` when it stayed silent too long or the socket failed.
+    /// On a tick: ping the peer; `false` when it stayed silent too long, the socket failed, or the ping
+    /// could not be written within the stall limit.
     async fn ping(&mut self, ws: &mut Ws) -> bool {
         self.silent_ticks += 1;
-        self.silent_ticks <= 3 && ws.send(WsMessage::Ping(Default::default())).await.is_ok()
+        self.silent_ticks <= 3
+            && matches!(
+                tokio::time::timeout(self.stall, ws.send(WsMessage::Ping(Default::default()))).await,
+                Ok(Ok(()))
+            )
     }
 
     /// Whether `write` succeeded within the stall limit.
@@ -511,8 +516,7 @@ async fn consumer(
                 break;
             }
             _ = live.ticker.tick() => {
-                let stall = live.stall;
-                if !matches!(tokio::time::timeout(stall, live.ping(&mut ws)).await, Ok(true)) {
+                if !live.ping(&mut ws).await {
                     break;
                 }
             }

@@ -20,7 +20,7 @@ use crate::protocol::Properties;
 pub struct Message {
     /// Opaque id.
     pub id: Arc<str>,
-    /// Base64 payload as published (a slice of the publish frame that carried it, not a copy).
+    /// Base64 payload as published (a large one is a slice of the publish frame that carried it).
     pub payload: Utf8Bytes,
     /// Properties, values as strings.
     pub properties: Properties,
