@@ -56,9 +56,13 @@ class PendingResult:
             close()
 
 
+_NEVER_AWAITABLE = frozenset({str, int, float, bool, bytes, type(None), dict, list, tuple})
+
+
 def validated_result(value: Any, return_model: Type[BaseModel]) -> Any:
     """`value` validated by `return_model`, or a :class:`PendingResult` when it is still to be awaited."""
-    if inspect.isawaitable(value):
+    # NOTE: plain values skip inspect.isawaitable (an ABC check, about 1 µs per request)
+    if type(value) not in _NEVER_AWAITABLE and inspect.isawaitable(value):
         return PendingResult(value, return_model)
     return return_model.model_validate(value)
 

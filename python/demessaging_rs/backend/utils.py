@@ -22,9 +22,16 @@ if TYPE_CHECKING:
     from demessaging_rs.config import ClassConfig, FunctionConfig
 
 
+# id(signature) -> (signature, its parameter names without ``self``); the signature is kept so its id stays its own
+_PARAM_NAMES: Dict[int, Tuple[inspect.Signature, Tuple[str, ...]]] = {}
+
+
 def get_kws(sig: inspect.Signature, obj: Any) -> Dict[str, Any]:
     """The call arguments for `sig`, read from the fields of model `obj`."""
-    return {name: getattr(obj, name) for name in sig.parameters if name != "self"}
+    entry = _PARAM_NAMES.get(id(sig))
+    if entry is None or entry[0] is not sig:
+        entry = _PARAM_NAMES[id(sig)] = (sig, tuple(name for name in sig.parameters if name != "self"))
+    return {name: getattr(obj, name) for name in entry[1]}
 
 
 def _is_progress_report(annotation: Any) -> bool:
