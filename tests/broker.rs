@@ -596,6 +596,55 @@ async fn malformed_frames_get_error_acks_and_the_broker_keeps_serving() {
 }
 
 #[tokio::test]
+async fn a_producer_asking_for_errors_only_gets_refusals_and_every_message_is_delivered() {
+    let cfg = BrokerConfig {
+        publish_hold: Duration::from_millis(200),
+        ..BrokerConfig::default()
+    };
+    let b = start(cfg).await;
+    let mut c = ws(&b, &format!("{NC}/quiet/s?receiverQueueSize=3")).await;
+    let mut p = try_ws(&b, &format!("{NP}/quiet"), &[("x-dasf-receipts", "errors")])
+        .await
+        .unwrap();
+    // a malformed publish gets its receipt; valid ones only when refused (the subscription fills up)
+    send_text(&mut p, "this is not json".into()).await;
+    let bad = recv(&mut p).await;
+    assert_eq!(bad["result"], "send-error:3", "{bad}");
+    for i in 0..9 {
+        send(&mut p, json!({"payload": "eA==", "properties": {"i": i}, "context": i})).await;
+    }
+    let mut refused = HashSet::new();
+    // (the broker answers a batch of publishes together, after the held ones)
+    while let Some(r) = recv_within(&mut p, Duration::from_millis(1500)).await {
+        assert_eq!(r["result"], "send-error:8", "only refusals are answered: {r}");
+        refused.insert(r["context"].as_str().unwrap().parse::<i32>().unwrap());
+    }
+    assert!(!refused.is_empty(), "a consumer that does not ack fills up");
+    for i in (0..9).filter(|i| !refused.contains(i)) {
+        let m = recv(&mut c).await;
+        assert_eq!(m["properties"]["i"], i.to_string(), "every unrefused message, in order");
+        ack(&mut c, &m).await;
+    }
+    assert!(
+        recv_within(&mut c, Duration::from_millis(200)).await.is_none(),
+        "refused ones are not delivered"
+    );
+    // `all` is Pulsar's behaviour (the default); anything else is refused at the upgrade
+    let mut all = try_ws(&b, &format!("{NP}/quiet"), &[("x-dasf-receipts", "all")])
+        .await
+        .unwrap();
+    assert_eq!(publish(&mut all, "eA==", json!({}), json!("a")).await["result"], "ok");
+    assert_eq!(recv(&mut c).await["payload"], "eA==");
+    let e = try_ws(&b, &format!("{NP}/quiet"), &[("x-dasf-receipts", "some")])
+        .await
+        .unwrap_err();
+    let (status, body) = refusal(e);
+    assert_eq!(status, 400);
+    assert!(body.contains("x-dasf-receipts"), "{body}");
+    b.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_client_vanishing_mid_frame_does_not_disturb_others() {
     let b = start(BrokerConfig::default()).await;
     let mut c = ws(&b, &format!("{NC}/vanish/s")).await;

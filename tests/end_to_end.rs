@@ -398,6 +398,115 @@ async fn full_queue_is_rejected_not_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_broker_refuses_fails_the_call_with_the_reason() {
+    // the client asks for receipts of refusals only: a refusal must still end the call, with its reason
+    let b = Broker::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        BrokerConfig {
+            publish_hold: Duration::from_millis(100),
+            ..BrokerConfig::default()
+        },
+    )
+    .await
+    .unwrap()
+    .spawn()
+    .unwrap();
+    // a stuck backend: subscribed with room for one message, never acks
+    let sub = format!(
+        "ws://127.0.0.1:{}/ws/v2/consumer/non-persistent/public/default/stuck/s?receiverQueueSize=1",
+        b.addr.port()
+    );
+    let (_stuck, _) = tokio_tungstenite::connect_async(sub).await.unwrap();
+    let c = client(&b, "stuck").await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..5 {
+        let c = c.clone();
+        calls.spawn(async move {
+            let payload = call_json(serde_json::json!({"func_name": "echo", "data": i}));
+            c.call(MessageType::Request, payload, Duration::from_secs(20), "echo", None)
+                .await
+        });
+    }
+    // the first call to end is a refused one (the others were taken by the stuck backend and wait)
+    let mut rejected = 0;
+    match calls.join_next().await.unwrap().unwrap() {
+        Err(ClientError::Rejected(why)) => {
+            assert!(why.contains("send-error:8") && why.contains("full"), "{why}");
+            rejected += 1;
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(rejected > 0, "a refusal reached the caller");
+    c.close();
+    b.shutdown().await;
+}
+
+/// The upgrade requests a client sends, as headers by path.
+async fn recorded_upgrades(listener: tokio::net::TcpListener, n: usize) -> Vec<(String, Vec<(String, String)>)> {
+    let mut seen = Vec::new();
+    let mut keep = Vec::new();
+    for _ in 0..n {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut req_seen = None;
+        // the callback's error type is fixed by tungstenite
+        #[allow(clippy::result_large_err)]
+        let ws = tokio_tungstenite::accept_hdr_async(
+            tcp,
+            |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+             resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                let headers = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                    .collect();
+                req_seen = Some((req.uri().path().to_owned(), headers));
+                Ok(resp)
+            },
+        )
+        .await
+        .unwrap();
+        seen.push(req_seen.unwrap());
+        keep.push(ws);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_clients_producer_asks_for_refusals_only() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(recorded_upgrades(listener, 2));
+    let address = BrokerAddress::Pulsar {
+        tls: false,
+        host: "127.0.0.1".into(),
+        port: port.to_string(),
+        persistence: "non-persistent".into(),
+        tenant: "public".into(),
+        namespace: "default".into(),
+    };
+    let c = Client::connect(ClientConfig {
+        address,
+        topic: "hdr".into(),
+        connect: ConnectOptions::default(),
+        max_payload_size: 512_000,
+        reassembly: ReassemblyLimits::default(),
+    })
+    .await
+    .unwrap();
+    let seen = server.await.unwrap();
+    let receipts = |path_part: &str| {
+        let (_, headers) = seen.iter().find(|(p, _)| p.contains(path_part)).expect("connected");
+        headers
+            .iter()
+            .find(|(k, _)| k == "x-dasf-receipts")
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(receipts("/producer/").as_deref(), Some("errors"));
+    assert_eq!(receipts("/consumer/"), None);
+    c.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_names_topic_and_function() {
     let b = start_broker().await;
     let c = client(&b, "nobody-listens").await;

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::dasf::Frames;
-use crate::protocol::envelope::ProducerAck;
+use crate::protocol::envelope::{ProducerAck, RECEIPTS_HEADER};
 use crate::protocol::url::BrokerAddress;
 use crate::transport::{self, ConnectOptions, SharedWriter, TransportError, WsReader};
 
@@ -27,7 +27,7 @@ const LOG: &str = "demessaging_rs.backend";
 /// One open producer on a response topic.
 struct Producer {
     writer: Arc<SharedWriter>,
-    /// Frames written and not yet acked.
+    /// Frames written and not yet acked (counted only when every publish is acked: `keep_alive` 0).
     outstanding: AtomicUsize,
     /// Milliseconds since the router's epoch of the last write.
     last_used: AtomicU64,
@@ -58,6 +58,10 @@ impl ReplyRouter {
         handle: Handle,
     ) -> Arc<Self> {
         connect.connect_timeout = connect_timeout;
+        if !keep_alive.is_zero() {
+            // a connection kept open needs no receipt of what went well: refusals are still answered
+            connect.headers.push((RECEIPTS_HEADER.into(), "errors".into()));
+        }
         let (unsent, rx) = tokio::sync::mpsc::channel(UNSENT_BATCHES);
         let router = Arc::new(Self {
             address,
@@ -70,6 +74,14 @@ impl ReplyRouter {
         });
         router.handle.spawn(resend_unsent(Arc::downgrade(&router), rx));
         router
+    }
+
+    /// Count `n` frames written on `p` whose receipts are to come (only with `keep_alive` 0: otherwise the
+    /// broker is asked to answer refusals only, and the count is not needed).
+    fn count_outstanding(&self, p: &Producer, n: usize) {
+        if self.keep_alive.is_zero() {
+            p.outstanding.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -161,7 +173,7 @@ impl ReplyRouter {
                     break;
                 }
             };
-            p.outstanding.fetch_add(frames.len(), Ordering::Relaxed);
+            self.count_outstanding(&p, frames.len());
             p.last_used.store(self.now_ms(), Ordering::Relaxed);
             match p.writer.send(frames.iter().cloned().map(WsMessage::Text)).await {
                 Ok(()) => return,
@@ -187,7 +199,7 @@ impl ReplyRouter {
     /// its first fragment leaves while the next is encoded); a retry encodes them again.
     pub fn send_blocking(self: &Arc<Self>, topic: &str, frames: Frames, busy: bool) {
         if let Some(p) = self.existing(topic) {
-            p.outstanding.fetch_add(frames.len(), Ordering::Relaxed);
+            self.count_outstanding(&p, frames.len());
             p.last_used.store(self.now_ms(), Ordering::Relaxed);
             let msgs = frames.clone().map(|f| WsMessage::Text(Utf8Bytes::from(f)));
             if p.writer.enqueue(msgs, !busy).is_ok() {
@@ -228,7 +240,12 @@ async fn watch(router: Arc<ReplyRouter>, topic: String, p: Arc<Producer>, mut re
             _ = p.closed.cancelled() => break,
             t = transport::next_text(&mut reader) => match t {
                 Some(Ok(text)) => {
-                    let left = p.outstanding.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+                    // saturating: a receipt nobody counted (a refusal with `keep_alive` > 0) must not wrap
+                    let left = p
+                        .outstanding
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)))
+                        .unwrap_or(0)
+                        .saturating_sub(1);
                     match serde_json::from_str::<ProducerAck>(&text) {
                         Ok(ack) if !ack.is_ok() => tracing::error!(
                             target: LOG,

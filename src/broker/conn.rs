@@ -24,7 +24,9 @@ use super::auth::{Access, Denied};
 use super::subscription::{Dispatch, SubType};
 use super::topic::{Message, Subscription, Topic};
 use super::State;
-use crate::protocol::envelope::{check_payload, ConsumerCommand, DeliveryOut, ProducerAck, PublishFrame};
+use crate::protocol::envelope::{
+    check_payload, ConsumerCommand, DeliveryOut, ProducerAck, PublishFrame, RECEIPTS_HEADER,
+};
 use crate::protocol::url::{parse_endpoint, parse_query, Role};
 
 const LOG: &str = "demessaging_rs.broker";
@@ -43,6 +45,9 @@ type Ws = WebSocketStream<Conn>;
 enum Endpoint {
     Producer {
         topic: Arc<Topic>,
+        /// Whether successful publishes are answered (`receipts=all`, Pulsar's behaviour) or only failed
+        /// ones (`receipts=errors`).
+        ok_receipts: bool,
     },
     Consumer {
         conn: ConsumerConn,
@@ -139,9 +144,25 @@ fn admit(state: &State, req: &Request) -> Result<Endpoint, Refusal> {
             StatusCode::NOT_IMPLEMENTED,
             "the reader endpoint is not supported by this broker",
         )),
-        Role::Producer => Ok(Endpoint::Producer {
-            topic: state.registry.topic(&ep.topic, ep.persistent),
-        }),
+        Role::Producer => {
+            // NOTE: a header, not a query parameter: brokers that do not know it (Pulsar, dasf-broker-django)
+            // certainly ignore it
+            let ok_receipts = match req.headers().get(RECEIPTS_HEADER).map(|v| v.to_str().map(str::trim)) {
+                None | Some(Ok("all")) => true,
+                Some(Ok("errors")) => false,
+                Some(other) => {
+                    let shown = other.unwrap_or("(not text)");
+                    return Err(refuse(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid {RECEIPTS_HEADER} header {shown:?} (all or errors)"),
+                    ));
+                }
+            };
+            Ok(Endpoint::Producer {
+                topic: state.registry.topic(&ep.topic, ep.persistent),
+                ok_receipts,
+            })
+        }
         Role::Consumer => {
             let mut kind = SubType::Exclusive;
             let mut queue = state.cfg.receiver_queue_size;
@@ -265,9 +286,9 @@ pub(super) async fn run(mut stream: Conn, peer: SocketAddr, state: Arc<State>, c
         }
     };
     match endpoint {
-        Some(Endpoint::Producer { topic }) => {
+        Some(Endpoint::Producer { topic, ok_receipts }) => {
             tokio::select! {
-                _ = producer(ws, &topic, &state, &cancel) => {}
+                _ = producer(ws, &topic, ok_receipts, &state, &cancel) => {}
                 _ = stopped_for_good(&cancel) => {}
             }
         }
@@ -373,7 +394,7 @@ impl Scratch {
     }
 }
 
-async fn producer(mut ws: Ws, topic: &Arc<Topic>, state: &State, cancel: &CancellationToken) {
+async fn producer(mut ws: Ws, topic: &Arc<Topic>, ok_receipts: bool, state: &State, cancel: &CancellationToken) {
     let mut live = Liveness::new(state.cfg.ping_interval);
     // a frame already read but not yet handled (the batch limit was reached)
     let mut carried = None;
@@ -422,9 +443,11 @@ async fn producer(mut ws: Ws, topic: &Arc<Topic>, state: &State, cancel: &Cancel
                     return;
                 }
             };
-            let text = serde_json::to_string(&ack).expect("serializable");
-            if ws.feed(WsMessage::text(text)).await.is_err() {
-                return;
+            if ok_receipts || !ack.is_ok() {
+                let text = serde_json::to_string(&ack).expect("serializable");
+                if ws.feed(WsMessage::text(text)).await.is_err() {
+                    return;
+                }
             }
             frame = match ws.next().now_or_never() {
                 Some(f) => f,

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::dasf::{self, parse_fragment, Frames, MessageType, Outgoing, Status};
-use crate::protocol::envelope::{decode_payload, ConsumerCommand, Delivery, ProducerAck, Properties};
+use crate::protocol::envelope::{decode_payload, ConsumerCommand, Delivery, ProducerAck, Properties, RECEIPTS_HEADER};
 use crate::protocol::fragment::{Fed, Reassembler, ReassemblyLimits};
 use crate::protocol::url::BrokerAddress;
 use crate::transport::{self, ConnectOptions, WsReader};
@@ -292,7 +292,10 @@ impl Client {
         let consumer_url = cfg.address.consumer_url(&response_topic, &subscription, "");
         let producer_url = cfg.address.producer_url(&cfg.topic);
         let cws = transport::connect(&consumer_url, &cfg.connect).await?;
-        let pws = transport::connect(&producer_url, &cfg.connect).await?;
+        // the producer reads receipts only for refusals: the broker may leave out the others
+        let mut producer_opts = cfg.connect.clone();
+        producer_opts.headers.push((RECEIPTS_HEADER.into(), "errors".into()));
+        let pws = transport::connect(&producer_url, &producer_opts).await?;
         let (consumer, creader) = transport::spawn_writer(cws, &cfg.connect);
         let (producer, preader) = transport::shared_writer(pws, &cfg.connect);
         let inner = Arc::new(Inner {

@@ -196,6 +196,12 @@ impl<'a> PublishFrame<'a> {
     }
 }
 
+/// Request header of a producer connection, an extension of ours that Pulsar and dasf-broker-django
+/// ignore: `errors` asks the broker to answer only the publishes it refuses, `all` (the default) every one,
+/// as Pulsar does. DASF callers read receipts only for refusals; the receipt of a successful publish cost
+/// a frame, a read and often a wake-up per message for nothing.
+pub const RECEIPTS_HEADER: &str = "x-dasf-receipts";
+
 /// Broker → producer: the ack of one publish.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProducerAck {
