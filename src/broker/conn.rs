@@ -45,8 +45,8 @@ type Ws = WebSocketStream<Conn>;
 enum Endpoint {
     Producer {
         topic: Arc<Topic>,
-        /// Whether successful publishes are answered (`receipts=all`, Pulsar's behaviour) or only failed
-        /// ones (`receipts=errors`).
+        /// Whether successful publishes are answered (`x-dasf-receipts: all` or no header, Pulsar's
+        /// behaviour) or only refused ones (`x-dasf-receipts: errors`).
         ok_receipts: bool,
     },
     Consumer {
