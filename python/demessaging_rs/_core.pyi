@@ -66,6 +66,7 @@ class Client:
     @property
     def topic(self) -> str: ...
     def connect(self) -> None: ...
+    @overload
     def call(
         self,
         message_type: str,
@@ -73,8 +74,20 @@ class Client:
         timeout: float,
         label: str,
         on_progress: Optional[Callable[[bytes, Dict[str, str]], Any]] = None,
-    ) -> _Reply:
-        """Send a message and wait (GIL released) for the reply ``(status, payload, properties)``."""
+        properties: Literal[True] = True,
+    ) -> _Reply: ...
+    @overload
+    def call(
+        self,
+        message_type: str,
+        payload: Union[str, bytes],
+        timeout: float,
+        label: str,
+        on_progress: Optional[Callable[[bytes, Dict[str, str]], Any]],
+        properties: Literal[False],
+    ) -> Tuple[str, bytes, None]:
+        """Send a message and wait (GIL released) for the reply ``(status, payload, properties)``; with
+        ``properties=False`` the third item is ``None``."""
     @overload
     def call_async(
         self,

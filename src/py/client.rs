@@ -252,7 +252,9 @@ impl Client {
 
     /// Send a message and wait for the reply: returns `(status, payload, properties)`.
     /// `on_progress(payload: bytes, properties: dict)` is called for progress reports, in this thread.
-    #[pyo3(signature = (message_type, payload, timeout, label, on_progress=None))]
+    /// With `properties=False` the third item is `None` (no dict built per call).
+    #[allow(clippy::too_many_arguments)] // the Python signature
+    #[pyo3(signature = (message_type, payload, timeout, label, on_progress=None, properties=true))]
     fn call(
         &self,
         py: Python<'_>,
@@ -261,7 +263,8 @@ impl Client {
         timeout: f64,
         label: &str,
         on_progress: Option<Py<PyAny>>,
-    ) -> PyResult<PyReply> {
+        properties: bool,
+    ) -> PyResult<Py<PyAny>> {
         let mt = self::message_type(message_type)?;
         let payload = payload_bytes(payload)?;
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
@@ -281,7 +284,14 @@ impl Client {
             .map_err(client_err)?;
         loop {
             match waited {
-                Waited::Done(r) => return reply_to_py(py, r.map_err(client_err)?),
+                Waited::Done(r) => {
+                    let r = r.map_err(client_err)?;
+                    return if properties {
+                        Ok(reply_to_py(py, r)?.into_pyobject(py)?.into_any().unbind())
+                    } else {
+                        reply_to_py_bare(py, r)
+                    };
+                }
                 Waited::Progress(p) => {
                     if let Some(cb) = &on_progress {
                         let props = props_to_py(py, p.properties)?;

@@ -448,7 +448,7 @@ class BackendModule(SchemaExtraMixin, _RootModel):
                 on_progress(decode_progress(payload))
 
         limit = call_timeout if timeout is None else float(timeout)
-        status, payload, _props = client.call("request", body, limit, label, progress)
+        status, payload, _ = client.call("request", body, limit, label, progress, False)
         return cls._result(member, status, payload)
 
     @classmethod
