@@ -130,14 +130,15 @@ class Responder:
 
 @final
 class Backend:
-    """Serves a topic; `handler(payload, responder) -> (ok, text)` runs on worker threads (``None``: the
-    handler answers through `responder` itself); `on_drain()` runs once at shutdown before replies close."""
+    """Serves a topic; `handler(payload, responder) -> (ok, text or JSON bytes)` runs on worker threads
+    (``None``: the handler answers through `responder` itself); `on_drain()` runs once at shutdown before
+    replies close."""
 
     def __new__(
         cls,
         connection: Dict[str, Any],
         serve: Dict[str, Any],
-        handler: Callable[[str, Responder], Optional[Tuple[bool, str]]],
+        handler: Callable[[str, Responder], Optional[Tuple[bool, Union[str, bytes]]]],
         on_drain: Optional[Callable[[], Any]] = None,
     ) -> Backend: ...
     @property

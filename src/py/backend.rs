@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyDict, PyString};
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
+use pyo3::types::{PyBytes, PyDict, PyString};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -56,10 +56,17 @@ impl Handler for PyHandler {
             let result = self
                 .func
                 .call1(py, (PyString::new(py, &request.payload), responder))
-                .and_then(|r| r.extract::<Option<(bool, PyBackedStr)>>(py));
+                .and_then(|r| r.extract::<Option<(bool, Bound<'_, PyAny>)>>(py));
             match result {
-                // NOTE: the reply's text is not copied (`PyBackedStr`, kept alive until it is sent)
-                Ok(Some((true, body))) => Some(Ok(Bytes::from_owner(body))),
+                // NOTE: the reply is not copied (kept alive until it is sent): the JSON bytes pydantic wrote
+                // (no decode into a str on the way), or a str
+                Ok(Some((true, body))) => Some(match body.cast::<PyBytes>() {
+                    Ok(b) => Ok(Bytes::from_owner(PyBackedBytes::from(b.clone()))),
+                    Err(_) => body
+                        .extract::<PyBackedStr>()
+                        .map(Bytes::from_owner)
+                        .map_err(|e| format!("error executing request: {e}")),
+                }),
                 Ok(Some((false, text))) => Some(Err(text.to_string())),
                 // the handler sent its replies itself (the reference's `MessageConsumer` style)
                 Ok(None) => None,

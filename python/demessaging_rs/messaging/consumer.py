@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple, Union, cast
 
 from demessaging_rs.messaging.connection import WebsocketConnection
 from demessaging_rs.messaging.constants import MessageType, PropertyKeys, Status
@@ -30,7 +30,8 @@ __all__ = ["MessageConsumer"]
 logger = logging.getLogger(__name__)
 
 #: the fast path of :class:`~demessaging_rs.backend.BackendModule`: ``(payload, responder) -> (ok, text)``
-PayloadHandler = Callable[[str, "Responder"], Optional[Tuple[bool, str]]]
+# (True, reply JSON as str or bytes) or (False, error text); None when the reply goes out later
+PayloadHandler = Callable[[str, "Responder"], Optional[Tuple[bool, Union[str, bytes]]]]
 
 
 def _text(value: Any) -> str:
@@ -132,7 +133,7 @@ class MessageConsumer(WebsocketConnection):
         if self.subscription is not None:
             self.subscription.stop()
 
-    def _dispatch(self, payload: str, responder: "Responder") -> Optional[Tuple[bool, str]]:
+    def _dispatch(self, payload: str, responder: "Responder") -> Optional[Tuple[bool, Union[str, bytes]]]:
         if self._payload_handler is not None:
             return self._payload_handler(payload, responder)
         msg = self.request_message(responder, payload)
