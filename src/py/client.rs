@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyString};
 use serde::Deserialize;
 
 use super::errors::{client_err, config_err};
@@ -144,10 +144,11 @@ fn message_type(s: &str) -> PyResult<MessageType> {
 /// `PyBackedStr`: borrowing a `str`'s UTF-8 needs the limited API of 3.10, and the extension is built for
 /// the stable ABI of 3.9 (one wheel for every Python); on 3.9 it holds a UTF-8 copy.
 pub(crate) fn payload_bytes(payload: &Bound<'_, PyAny>) -> PyResult<Bytes> {
-    if let Ok(s) = payload.extract::<pyo3::pybacked::PyBackedStr>() {
-        Ok(Bytes::from_owner(s))
-    } else if let Ok(b) = payload.extract::<pyo3::pybacked::PyBackedBytes>() {
-        Ok(Bytes::from_owner(b))
+    // NOTE: type checks first: a failed extract builds an exception (bytes are the common case now)
+    if let Ok(b) = payload.cast::<PyBytes>() {
+        Ok(Bytes::from_owner(pyo3::pybacked::PyBackedBytes::from(b.clone())))
+    } else if let Ok(s) = payload.cast::<PyString>() {
+        Ok(Bytes::from_owner(pyo3::pybacked::PyBackedStr::try_from(s.clone())?))
     } else {
         Ok(payload.extract::<Vec<u8>>()?.into())
     }
