@@ -64,7 +64,7 @@ def validated_result(value: Any, return_model: Type[BaseModel]) -> Any:
     # NOTE: plain values skip inspect.isawaitable (an ABC check, about 1 µs per request)
     if type(value) not in _NEVER_AWAITABLE and inspect.isawaitable(value):
         return PendingResult(value, return_model)
-    return return_model.model_validate(value)
+    return return_model.__pydantic_validator__.validate_python(value)
 
 
 @append_parameter_docs

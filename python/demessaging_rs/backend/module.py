@@ -346,6 +346,8 @@ class BackendModule(SchemaExtraMixin, _RootModel):
     def _process_model(cls, model: "BackendModule", responder: "Responder") -> ReturnModel:
         member = model.root
         reporter_args = member.backend_config.reporter_args
+        if not reporter_args:
+            return model()
         reports = [r for r in (getattr(member, key, None) for key in reporter_args) if isinstance(r, BaseReport)]
         if not reports:
             return model()
