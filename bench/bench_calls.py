@@ -10,12 +10,12 @@ bench/bench_clients.py); a system's backend runs only during its own phase. Per 
 p99, calls/s), 8 threads calling at once (calls/s; for NATS each thread has its own asyncio loop and
 connection), and 1000 calls kept in flight on one asyncio loop (calls/s; the reference has no asyncio API),
 with the CPU µs per call of client, broker and backend read from /proc/<pid>/stat around the threaded and
-the in-flight phases. Then large-payload echoes (ours vs the reference). Prints Markdown tables with ratios,
+the in-flight phases; those two phases run three times per system (--repeat) and the median run counts. Then large-payload echoes (ours vs the reference). Prints Markdown tables with ratios,
 writes bench/results.md, rewrites the README between the `<!-- bench:calls -->` markers and draws
 bench/bench_calls.png (when matplotlib is installed).
 
     python bench/bench_calls.py [--calls 2000] [--threads 8] [--per-thread 1000] [--async-calls 20000]
-                                [--in-flight 1000] [--floor-messages 2000] [--native-broker] [--no-nats]
+                                [--in-flight 1000] [--floor-messages 2000] [--repeat 3] [--native-broker] [--no-nats]
                                 [--no-nats-install] [--no-echo] [--no-readme]
 
 BENCH_BROKER_ARGS (e.g. "--threads 2") is appended to the `demessaging-rs broker` command line; NATS_SERVER
@@ -131,24 +131,27 @@ def rust_only(exe: Path, port: int, broker_pid: int, args: argparse.Namespace, t
     common = ["--port", str(port), "--topic", topic]
     backend = subprocess.Popen([str(exe), "backend", *common], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=open(tmp / "rust-only-backend.log", "w"), text=True)
+    runs = []
     try:
         backend.stdout.readline()  # type: ignore[union-attr]
-        before = (proc_cpu(broker_pid), proc_cpu(backend.pid))
-        out = subprocess.run([str(exe), "calls", *common, "--threads", str(args.threads),
-                              "--per-thread", str(args.per_thread * 2)], capture_output=True, text=True, timeout=300)
-        after = (proc_cpu(broker_pid), proc_cpu(backend.pid))
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr.strip()[-500:])
-        res = json.loads(out.stdout.strip().splitlines()[-1])
+        for _ in range(args.repeat):
+            before = (proc_cpu(broker_pid), proc_cpu(backend.pid))
+            out = subprocess.run([str(exe), "calls", *common, "--threads", str(args.threads),
+                                  "--per-thread", str(args.per_thread * 2)], capture_output=True, text=True,
+                                 timeout=300)
+            after = (proc_cpu(broker_pid), proc_cpu(backend.pid))
+            if out.returncode != 0:
+                raise RuntimeError(out.stderr.strip()[-500:])
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            # the broker and backend figures include the client's warm-up (a tenth of the calls): counted in
+            warm = res["calls"] + args.threads * (args.per_thread * 2 // 10 + 1)
+            cpu = {"client": res["client_cpu_us"], "broker": (after[0] - before[0]) / warm * 1e6,
+                   "backend": (after[1] - before[1]) / warm * 1e6}
+            runs.append({"rate": res["rate"], "cpu": cpu})
     finally:
         backend.stdin.close()  # type: ignore[union-attr]
         stop([backend])
-    calls = res["calls"]
-    # the broker and backend figures include the client's warm-up (a tenth of the calls): counted in
-    warm = calls + args.threads * (args.per_thread * 2 // 10 + 1)
-    cpu = {"client": res["client_cpu_us"], "broker": (after[0] - before[0]) / warm * 1e6,
-           "backend": (after[1] - before[1]) / warm * 1e6}
-    return {"threads": {"rate": res["rate"], "cpu": cpu}}
+    return {"threads": sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]}
 
 
 # --------------------------------------------------------------------------------------------------- systems
@@ -156,7 +159,7 @@ def run_client(system: str, target: str, pids: Dict[str, int], args: argparse.Na
                log: Path) -> Dict[str, Any]:
     cmd = [sys.executable, str(HERE / "bench_clients.py"), system, "--target", target,
            "--calls", str(args.calls), "--threads", str(args.threads), "--per-thread", str(args.per_thread),
-           "--async-calls", str(args.async_calls), "--in-flight", str(args.in_flight)]
+           "--async-calls", str(args.async_calls), "--in-flight", str(args.in_flight), "--repeat", str(args.repeat)]
     cmd += [f"--pid={name}={pid}" for name, pid in pids.items()]
     if echo:
         cmd.append("--echo")
@@ -321,7 +324,8 @@ def render(rows: Dict[str, Dict[str, Any]], floor: Optional[Dict[str, Any]], bro
         f"client in a process of its own. Workload `hello_world(name)` → `\"Hello, \" + name`: sequential "
         f"×{args.calls}; {args.threads} threads × {args.per_thread} (NATS: each thread with its own asyncio loop "
         f"and connection); {args.in_flight} calls kept in flight on one asyncio loop, {args.async_calls} "
-        f"calls (ours: {get(rows.get(OURS, {}), 'async_api') or '—'}; the reference has no asyncio API). "
+        f"calls (ours: {get(rows.get(OURS, {}), 'async_api') or '—'}; the reference has no asyncio API); "
+        f"the threaded and in-flight figures are the median of {args.repeat} runs of each system. "
         f"demessaging validates request and reply with pydantic on both ends; the NATS responder "
         f"(bench/nats_hello.py) is plain JSON. Broker: {broker_desc}. CPU µs per call from /proc/<pid>/stat "
         "(utime+stime) of client / broker / backend around the measured phase (start-up and warm-up excluded); "
@@ -439,6 +443,8 @@ def main() -> None:
     ap.add_argument("--async-calls", type=int, default=20000, help="calls in the asyncio in-flight phase")
     ap.add_argument("--in-flight", type=int, default=1000, help="asyncio calls kept outstanding")
     ap.add_argument("--floor-messages", type=int, default=2000, help="round trips for the relay floor")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of the threaded and in-flight phases per system; the median run is reported")
     ap.add_argument("--out", type=Path, default=HERE / "results.md")
     ap.add_argument("--native-broker", action="store_true", help="use target/release/demessaging-broker")
     ap.add_argument("--no-nats", dest="nats", action="store_false")

@@ -142,6 +142,11 @@ def threaded(make_worker: Callable[[], Worker], threads: int, per_thread: int, m
     return {"rate": threads * per_thread / cpu["_wall"], "cpu": cpu}
 
 
+def median_run(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Of several runs of a phase, the one with the median rate (its CPU figures with it)."""
+    return sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
+
+
 async def in_flight(acall: Callable[[], Awaitable[Any]], total: int, width: int, meter: Meter) -> Dict[str, Any]:
     """Keep `width` calls outstanding (one task per slot, each starting its next call as soon as one returns)
     until `total` calls have been made; a first round of `width` calls warms up and is not measured."""
@@ -232,7 +237,9 @@ def run_dasf(system: str, target: str, args: argparse.Namespace, meter: Meter) -
         call()
     out: Dict[str, Any] = {}
     out["seq"] = sequential(call, args.calls)
-    out["threads"] = threaded(lambda: SyncWorker(call), args.threads, args.per_thread, meter)
+    out["threads"] = median_run(
+        [threaded(lambda: SyncWorker(call), args.threads, args.per_thread, meter) for _ in range(args.repeat)]
+    )
 
     if system == "ours":
         if hasattr(Model, "asend_request"):
@@ -255,7 +262,7 @@ def run_dasf(system: str, target: str, args: argparse.Namespace, meter: Meter) -
         async def flight() -> Dict[str, Any]:
             return await in_flight(acall, args.async_calls, args.in_flight, meter)
 
-        out["async"] = asyncio.run(flight())
+        out["async"] = median_run([asyncio.run(flight()) for _ in range(args.repeat)])
 
     if args.echo:
         def call_echo(d: str) -> Any:
@@ -317,13 +324,13 @@ def run_nats(target: str, args: argparse.Namespace, meter: Meter) -> Dict[str, A
         for _ in range(50):
             await acall()
         seq = await asequential(acall, args.calls)
-        flight = await in_flight(acall, args.async_calls, args.in_flight, meter)
+        flights = [await in_flight(acall, args.async_calls, args.in_flight, meter) for _ in range(args.repeat)]
         await nc.close()
-        return seq, flight
+        return seq, median_run(flights)
 
     out: Dict[str, Any] = {}
     out["seq"], out["async"] = asyncio.run(single_loop())
-    out["threads"] = threaded(NatsWorker, args.threads, args.per_thread, meter)
+    out["threads"] = median_run([threaded(NatsWorker, args.threads, args.per_thread, meter) for _ in range(args.repeat)])
     out["async_api"] = "nats-py `await nc.request(...)`"
     return out
 
@@ -339,6 +346,7 @@ def main() -> None:
     ap.add_argument("--async-calls", type=int, default=20000)
     ap.add_argument("--in-flight", type=int, default=1000)
     ap.add_argument("--echo", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of the threaded and in-flight phases (the median counts)")
     args = ap.parse_args()
 
     pids = {"client": os.getpid()}
