@@ -80,10 +80,11 @@ def _optional_module(name: str) -> Any:
         return None
 
 
+_ERROR = Status.ERROR.value
+
 # NOTE: looked up per request model type: `getattr(member, "class_name", None)` on a function's model raises
 # (and formats) an AttributeError inside pydantic, which cost the caller about 3.4 µs per call.
 _CALL_TRAITS: Dict[Any, Tuple[str, bool]] = {}
-_ERROR = Status.ERROR.value
 
 
 def _call_traits(member: Any) -> Tuple[str, bool]:
