@@ -100,7 +100,11 @@ async fn a_handler_may_send_its_own_replies() {
 }
 
 async fn start_broker() -> BrokerHandle {
-    Broker::bind("127.0.0.1:0".parse().unwrap(), BrokerConfig::default())
+    start_broker_with(BrokerConfig::default()).await
+}
+
+async fn start_broker_with(cfg: BrokerConfig) -> BrokerHandle {
+    Broker::bind("127.0.0.1:0".parse().unwrap(), cfg)
         .await
         .unwrap()
         .spawn()
@@ -108,10 +112,15 @@ async fn start_broker() -> BrokerHandle {
 }
 
 fn address(b: &BrokerHandle) -> BrokerAddress {
+    address_on(b.addr.port())
+}
+
+/// Our Pulsar-style address of a broker on 127.0.0.1:`port`.
+fn address_on(port: u16) -> BrokerAddress {
     BrokerAddress::Pulsar {
         tls: false,
         host: "127.0.0.1".into(),
-        port: b.addr.port().to_string(),
+        port: port.to_string(),
         persistence: "non-persistent".into(),
         tenant: "public".into(),
         namespace: "default".into(),
@@ -400,17 +409,11 @@ async fn full_queue_is_rejected_not_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_broker_refuses_fails_the_call_with_the_reason() {
     // the client asks for receipts of refusals only: a refusal must still end the call, with its reason
-    let b = Broker::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        BrokerConfig {
-            publish_hold: Duration::from_millis(100),
-            ..BrokerConfig::default()
-        },
-    )
-    .await
-    .unwrap()
-    .spawn()
-    .unwrap();
+    let b = start_broker_with(BrokerConfig {
+        publish_hold: Duration::from_millis(100),
+        ..BrokerConfig::default()
+    })
+    .await;
     // a stuck backend: subscribed with room for one message, never acks
     let sub = format!(
         "ws://127.0.0.1:{}/ws/v2/consumer/non-persistent/public/default/stuck/s?receiverQueueSize=1",
@@ -476,16 +479,8 @@ async fn only_the_clients_producer_asks_for_refusals_only() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(recorded_upgrades(listener, 2));
-    let address = BrokerAddress::Pulsar {
-        tls: false,
-        host: "127.0.0.1".into(),
-        port: port.to_string(),
-        persistence: "non-persistent".into(),
-        tenant: "public".into(),
-        namespace: "default".into(),
-    };
     let c = Client::connect(ClientConfig {
-        address,
+        address: address_on(port),
         topic: "hdr".into(),
         connect: ConnectOptions::default(),
         max_payload_size: 512_000,

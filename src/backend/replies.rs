@@ -60,7 +60,7 @@ impl ReplyRouter {
         connect.connect_timeout = connect_timeout;
         if !keep_alive.is_zero() {
             // a connection kept open needs no receipt of what went well: refusals are still answered
-            connect.headers.push((RECEIPTS_HEADER.into(), "errors".into()));
+            connect = connect.with_header(RECEIPTS_HEADER, "errors");
         }
         let (unsent, rx) = tokio::sync::mpsc::channel(UNSENT_BATCHES);
         let router = Arc::new(Self {

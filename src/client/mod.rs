@@ -293,8 +293,7 @@ impl Client {
         let producer_url = cfg.address.producer_url(&cfg.topic);
         let cws = transport::connect(&consumer_url, &cfg.connect).await?;
         // the producer reads receipts only for refusals: the broker may leave out the others
-        let mut producer_opts = cfg.connect.clone();
-        producer_opts.headers.push((RECEIPTS_HEADER.into(), "errors".into()));
+        let producer_opts = cfg.connect.clone().with_header(RECEIPTS_HEADER, "errors");
         let pws = transport::connect(&producer_url, &producer_opts).await?;
         let (consumer, creader) = transport::spawn_writer(cws, &cfg.connect);
         let (producer, preader) = transport::shared_writer(pws, &cfg.connect);

@@ -46,6 +46,14 @@ pub struct ConnectOptions {
     pub tls: TlsOptions,
 }
 
+impl ConnectOptions {
+    /// These options with one more upgrade header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+}
+
 impl Default for ConnectOptions {
     fn default() -> Self {
         Self {
