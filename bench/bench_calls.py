@@ -6,11 +6,14 @@
 * and the transport floor: 4 loopback websocket hops through a bare Rust relay (`dasf-loadgen roundtrip`).
 
 The broker, each backend/responder and each system's client run in processes of their own (the client side is
-bench/bench_clients.py); a system's backend runs only during its own phase. Per system: sequential calls (p50,
-p99, calls/s), 8 threads calling at once (calls/s; for NATS each thread has its own asyncio loop and
-connection), and 1000 calls kept in flight on one asyncio loop (calls/s; the reference has no asyncio API),
-with the CPU µs per call of client, broker and backend read from /proc/<pid>/stat around the threaded and
-the in-flight phases; those two phases run three times per system (--repeat) and the median run counts. Then large-payload echoes (ours vs the reference). Prints Markdown tables with ratios,
+bench/bench_clients.py). Per system: sequential calls (p50, p99, calls/s), 8 threads calling at once (calls/s;
+for NATS each thread has its own asyncio loop and connection), and 1000 calls kept in flight on one asyncio
+loop (calls/s; the reference has no asyncio API), with the CPU µs per call of client, broker and backend read
+from /proc/<pid>/stat around the threaded and the in-flight phases; those two phases run three times per system
+(--repeat) and the median run counts. The reference's, our and the Rust-only backends stay up together on one
+broker, and their threaded runs alternate (ref, ours, Rust-only, ref, ...), so that a slow spell of the shared
+machine does not fall on one system only. Then large-payload echoes (ours vs the reference). Prints Markdown
+tables with ratios,
 writes bench/results.md, rewrites the README between the `<!-- bench:calls -->` markers and draws
 bench/bench_calls.png (when matplotlib is installed).
 
@@ -45,6 +48,7 @@ PNG = ROOT / "bench" / "bench_calls.png"
 
 REF = "demessaging 0.6.4 (reference) + our broker"
 OURS = "demessaging-rs + our broker"
+RUST_TOPIC = "bench-rust-only"
 RUST_ONLY = "the library's Rust client and backend, no Python (dasf-loadgen calls/backend) + our broker"
 ECHO_COLS = ["echo 100 KB", "echo 400 KB", "echo 1 MB", "echo 2 MB", "echo 20 MB", "echo 100 MB"]
 
@@ -124,47 +128,44 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rust_only(exe: Path, port: int, broker_pid: int, args: argparse.Namespace, tmp: Path) -> Dict[str, Any]:
-    """The threaded workload without Python: the library's blocking client (`dasf-loadgen calls`, plain threads)
-    against the library's backend with a Rust hello_world handler (`dasf-loadgen backend`), through our broker."""
-    topic = "bench-rust-only"
-    common = ["--port", str(port), "--topic", topic]
-    backend = subprocess.Popen([str(exe), "backend", *common], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+def start_rust_backend(exe: Path, port: int, tmp: Path) -> subprocess.Popen:
+    """The library's backend with a Rust hello_world handler (`dasf-loadgen backend`), up when this returns."""
+    backend = subprocess.Popen([str(exe), "backend", "--port", str(port), "--topic", RUST_TOPIC],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=open(tmp / "rust-only-backend.log", "w"), text=True)
-    runs = []
-    try:
-        backend.stdout.readline()  # type: ignore[union-attr]
-        for _ in range(args.repeat):
-            before = (proc_cpu(broker_pid), proc_cpu(backend.pid))
-            out = subprocess.run([str(exe), "calls", *common, "--threads", str(args.threads),
-                                  "--per-thread", str(args.per_thread * 2)], capture_output=True, text=True,
-                                 timeout=300)
-            after = (proc_cpu(broker_pid), proc_cpu(backend.pid))
-            if out.returncode != 0:
-                raise RuntimeError(out.stderr.strip()[-500:])
-            res = json.loads(out.stdout.strip().splitlines()[-1])
-            # the broker and backend figures include the client's warm-up (a tenth of the calls): counted in
-            warm = res["calls"] + args.threads * (args.per_thread * 2 // 10 + 1)
-            cpu = {"client": res["client_cpu_us"], "broker": (after[0] - before[0]) / warm * 1e6,
-                   "backend": (after[1] - before[1]) / warm * 1e6}
-            runs.append({"rate": res["rate"], "cpu": cpu})
-    finally:
-        backend.stdin.close()  # type: ignore[union-attr]
-        stop([backend])
-    return {"threads": sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]}
+    backend.stdout.readline()  # type: ignore[union-attr]
+    return backend
+
+
+def rust_only_run(exe: Path, port: int, pids: Dict[str, int], args: argparse.Namespace) -> Dict[str, Any]:
+    """One run of the threaded workload without Python: the library's blocking client (`dasf-loadgen calls`,
+    plain threads) against the backend of `start_rust_backend`, through our broker."""
+    before = (proc_cpu(pids["broker"]), proc_cpu(pids["backend"]))
+    out = subprocess.run([str(exe), "calls", "--port", str(port), "--topic", RUST_TOPIC, "--threads",
+                          str(args.threads), "--per-thread", str(args.per_thread * 2)], capture_output=True,
+                         text=True, timeout=300)
+    after = (proc_cpu(pids["broker"]), proc_cpu(pids["backend"]))
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip()[-500:])
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    # the broker and backend figures include the client's warm-up (a tenth of the calls): counted in
+    warm = res["calls"] + args.threads * (args.per_thread * 2 // 10 + 1)
+    cpu = {"client": res["client_cpu_us"], "broker": (after[0] - before[0]) / warm * 1e6,
+           "backend": (after[1] - before[1]) / warm * 1e6}
+    return {"rate": res["rate"], "cpu": cpu}
 
 
 # --------------------------------------------------------------------------------------------------- systems
-def run_client(system: str, target: str, pids: Dict[str, int], args: argparse.Namespace, echo: bool,
-               log: Path) -> Dict[str, Any]:
-    cmd = [sys.executable, str(HERE / "bench_clients.py"), system, "--target", target,
+def run_client(system: str, target: str, pids: Dict[str, int], args: argparse.Namespace, phases: str,
+               log: Path, repeat: Optional[int] = None) -> Dict[str, Any]:
+    cmd = [sys.executable, str(HERE / "bench_clients.py"), system, "--target", target, "--phases", phases,
            "--calls", str(args.calls), "--threads", str(args.threads), "--per-thread", str(args.per_thread),
-           "--async-calls", str(args.async_calls), "--in-flight", str(args.in_flight), "--repeat", str(args.repeat)]
+           "--async-calls", str(args.async_calls), "--in-flight", str(args.in_flight),
+           "--repeat", str(args.repeat if repeat is None else repeat)]
     cmd += [f"--pid={name}={pid}" for name, pid in pids.items()]
-    if echo:
-        cmd.append("--echo")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(HERE))
-    log.write_text(out.stdout + out.stderr)
+    with log.open("a") as f:
+        f.write(out.stdout + out.stderr)
     for line in reversed(out.stdout.splitlines()):
         if line.startswith("BENCH-RESULT "):
             return json.loads(line[len("BENCH-RESULT "):])
@@ -190,18 +191,69 @@ def wait_backend(port: int, topic: str, limit: float = 60) -> None:
         producer.disconnect()
 
 
-def run_dasf_phase(system: str, backend: Path, port: int, broker_pid: int, args: argparse.Namespace,
-                   tmp: Path) -> Dict[str, Any]:
+def start_dasf_backend(system: str, backend: Path, port: int, tmp: Path) -> Tuple[subprocess.Popen, str]:
+    """A hello_world backend of `system` on topic bench-{system}, answering when this returns; (process, target)."""
     topic = f"bench-{system}"
     conn = ["-H", "127.0.0.1", "-p", str(port), "-t", topic, "--log-level", "30"]
     proc = start([sys.executable, str(backend), *conn, "listen"], tmp / f"{system}-backend.log")
+    wait_backend(port, topic)
+    note(f"{system}: backend up")
+    return proc, f"127.0.0.1:{port}/{topic}"
+
+
+def run_dasf_systems(port: int, broker_pid: int, loadgen: Optional[Path], args: argparse.Namespace, tmp: Path,
+                     notes: List[str]) -> Dict[str, Dict[str, Any]]:
+    """The reference, ours and the Rust-only path through one broker, every backend up throughout. The threaded
+    runs alternate between the systems (ref, ours, Rust-only, ref, ...): a slow spell of the shared machine
+    then hits all of them rather than one system's runs."""
+    ref_backend = tmp / "ref_hello.py"
+    ref_backend.write_text((HERE / "hello.py").read_text().replace("demessaging_rs", "demessaging"))
+    procs: List[subprocess.Popen] = []
     try:
-        wait_backend(port, topic)
-        note(f"{system}: backend up, running the client")
-        return run_client(system, f"127.0.0.1:{port}/{topic}", {"broker": broker_pid, "backend": proc.pid}, args,
-                          args.echo, tmp / f"{system}-client.log")
+        targets, pids = {}, {}
+        for system, name, backend in (("ref", REF, ref_backend), ("ours", OURS, HERE / "hello.py")):
+            proc, targets[name] = start_dasf_backend(system, backend, port, tmp)
+            procs.append(proc)
+            pids[name] = {"broker": broker_pid, "backend": proc.pid}
+        if loadgen:
+            procs.append(start_rust_backend(loadgen, port, tmp))
+            pids[RUST_ONLY] = {"broker": broker_pid, "backend": procs[-1].pid}
+        logs = {REF: tmp / "ref-client.log", OURS: tmp / "ours-client.log"}
+        for log in logs.values():
+            log.write_text("")
+        rows: Dict[str, Dict[str, Any]] = {}
+        for name, system in ((REF, "ref"), (OURS, "ours")):
+            note(f"{system}: sequential calls")
+            rows[name] = run_client(system, targets[name], pids[name], args, "seq", logs[name])
+        runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in pids}
+        for i in range(args.repeat):
+            note(f"threaded runs, round {i + 1} of {args.repeat}")
+            for name, system in ((REF, "ref"), (OURS, "ours")):
+                runs[name].append(run_client(system, targets[name], pids[name], args, "threads", logs[name],
+                                             repeat=1)["threads"])
+            if loadgen and RUST_ONLY in runs:
+                try:
+                    runs[RUST_ONLY].append(rust_only_run(loadgen, port, pids[RUST_ONLY], args))
+                except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+                    notes.append(f"Rust-only row failed: {e}")
+                    del runs[RUST_ONLY]
+        for name, rs in runs.items():
+            if rs:
+                rows.setdefault(name, {})["threads"] = sorted(rs, key=lambda r: r["rate"])[len(rs) // 2]
+        rows[REF]["threads_runs"] = runs[REF]
+        rows[OURS]["threads_runs"] = runs[OURS]
+        note("ours: asyncio calls in flight" + (", then the echoes" if args.echo else ""))
+        rows[OURS].update(run_client("ours", targets[OURS], pids[OURS], args,
+                                     "async,echo" if args.echo else "async", logs[OURS]))
+        if args.echo:
+            note("ref: the echoes")
+            rows[REF].update(run_client("ref", targets[REF], pids[REF], args, "echo", logs[REF]))
+        return rows
     finally:
-        stop([proc])
+        for p in procs:
+            if p.stdin:
+                p.stdin.close()
+        stop(procs)
 
 
 def find_nats_server(install: bool) -> Tuple[Optional[str], str]:
@@ -257,8 +309,10 @@ def run_nats_phase(args: argparse.Namespace, tmp: Path) -> Tuple[Optional[Dict[s
         if line.strip() != "ready":
             raise RuntimeError(f"nats responder did not start: {line!r}")
         note("nats: server and responder up, running the client")
-        res = run_client("nats", f"{url}/bench.hello", {"broker": server.pid, "backend": responder.pid}, args, False,
-                         tmp / "nats-client.log")
+        log = tmp / "nats-client.log"
+        log.write_text("")
+        res = run_client("nats", f"{url}/bench.hello", {"broker": server.pid, "backend": responder.pid}, args,
+                         "seq,threads,async", log)
         return res, label
     finally:
         for p in reversed(procs):
@@ -325,7 +379,8 @@ def render(rows: Dict[str, Dict[str, Any]], floor: Optional[Dict[str, Any]], bro
         f"×{args.calls}; {args.threads} threads × {args.per_thread} (NATS: each thread with its own asyncio loop "
         f"and connection); {args.in_flight} calls kept in flight on one asyncio loop, {args.async_calls} "
         f"calls (ours: {get(rows.get(OURS, {}), 'async_api') or '—'}; the reference has no asyncio API); "
-        f"the threaded and in-flight figures are the median of {args.repeat} runs of each system. "
+        f"the threaded and in-flight figures are the median of {args.repeat} runs of each system; the threaded "
+        "runs of the reference, ours and the Rust-only path alternate, all three backends up throughout. "
         f"demessaging validates request and reply with pydantic on both ends; the NATS responder "
         f"(bench/nats_hello.py) is plain JSON. Broker: {broker_desc}. CPU µs per call from /proc/<pid>/stat "
         "(utime+stime) of client / broker / backend around the measured phase (start-up and warm-up excluded); "
@@ -356,6 +411,11 @@ def render(rows: Dict[str, Dict[str, Any]], floor: Optional[Dict[str, Any]], bro
         if ours and name not in (OURS, RUST_ONLY):
             short = "reference" if name == REF else "NATS"
             lines.append(ratio_row(f"**ours vs {short}**", ours, row, fl))
+    paired = [o["rate"] / r["rate"] for r, o in zip(get(rows.get(REF, {}), "threads_runs") or [],
+                                                     get(ours or {}, "threads_runs") or [])]
+    if len(paired) > 1:
+        notes = [f"{args.threads} threads, ours ÷ the reference in each of the {len(paired)} alternating rounds: "
+                 + ", ".join(f"{x:.1f}×" for x in paired) + ".", *notes]
     bare, ref_rate = get(rows.get(RUST_ONLY, {}), "threads", "rate"), get(rows.get(REF, {}), "threads", "rate")
     if bare and ref_rate:
         ours_rate = get(ours or {}, "threads", "rate")
@@ -463,8 +523,6 @@ def main() -> None:
         raise SystemExit("the reference is missing: pip install demessaging==0.6.4 (nox -s bench does)")
     tmp = HERE / "results"
     tmp.mkdir(exist_ok=True)
-    ref_backend = tmp / "ref_hello.py"
-    ref_backend.write_text((HERE / "hello.py").read_text().replace("demessaging_rs", "demessaging"))
     notes: List[str] = []
 
     # 1. the transport floor (nothing else running)
@@ -494,14 +552,7 @@ def main() -> None:
         wait_port(port)
         if loadgen:
             broker_rt = roundtrip(loadgen, f"ws://127.0.0.1:{port}/ws", args.floor_messages, "bench-broker")
-        rows[REF] = run_dasf_phase("ref", ref_backend, port, broker.pid, args, tmp)
-        rows[OURS] = run_dasf_phase("ours", HERE / "hello.py", port, broker.pid, args, tmp)
-        if loadgen:
-            note("rust-only: the library's client and backend without Python")
-            try:
-                rows[RUST_ONLY] = rust_only(loadgen, port, broker.pid, args, tmp)
-            except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
-                notes.append(f"Rust-only row failed: {e}")
+        rows = run_dasf_systems(port, broker.pid, loadgen, args, tmp, notes)
     finally:
         stop([broker])
 

@@ -3,11 +3,11 @@
     python bench/bench_clients.py {ref,ours,nats} --target TARGET --pid broker=PID --pid backend=PID [...]
 
 TARGET is ``HOST:PORT/TOPIC`` for ref/ours (the embedded broker) and ``nats://HOST:PORT/SUBJECT`` for nats.
-Runs, in this order: sequential calls (p50, p99, calls/s), N threads calling concurrently (calls/s), and,
-where the system has an asyncio API, W calls kept in flight on one event loop (calls/s); then the large-payload
-echoes (ref/ours). For the threaded and the in-flight phases it reads utime+stime of this process and of every
-``--pid`` from /proc/<pid>/stat before and after the measured phase (connection setup and warm-up excluded)
-and reports CPU µs per call. Prints one line ``BENCH-RESULT {json}`` and exits.
+Runs the phases named by ``--phases`` (ref/ours; nats runs all), in this order: sequential calls (p50, p99,
+calls/s), N threads calling concurrently (calls/s), and, where the system has an asyncio API, W calls kept in
+flight on one event loop (calls/s); then the large-payload echoes. For the threaded and the in-flight phases it
+reads utime+stime of this process and of every ``--pid`` from /proc/<pid>/stat before and after the measured
+phase (connection setup and warm-up excluded) and reports CPU µs per call. Prints one line ``BENCH-RESULT {json}`` and exits.
 
 Running each system's client in its own process keeps its CPU account clean (the reference keeps threads and
 sockets of its own) and keeps one client library's import side effects away from the others.
@@ -107,7 +107,7 @@ class SyncWorker(Worker):
             self.call()
 
 
-def threaded(make_worker: Callable[[], Worker], threads: int, per_thread: int, meter: Meter) -> Dict[str, float]:
+def threaded(make_worker: Callable[[], Worker], threads: int, per_thread: int, meter: Meter) -> Dict[str, Any]:
     """`threads` workers calling `per_thread` times each; setup before and teardown after the measured phase."""
     errors: List[BaseException] = []
     start, end = threading.Barrier(threads + 1), threading.Barrier(threads + 1)
@@ -236,12 +236,14 @@ def run_dasf(system: str, target: str, args: argparse.Namespace, meter: Meter) -
     for _ in range(50):  # warm-up: connections, caches
         call()
     out: Dict[str, Any] = {}
-    out["seq"] = sequential(call, args.calls)
-    out["threads"] = median_run(
-        [threaded(lambda: SyncWorker(call), args.threads, args.per_thread, meter) for _ in range(args.repeat)]
-    )
+    if "seq" in args.phases:
+        out["seq"] = sequential(call, args.calls)
+    if "threads" in args.phases:
+        out["threads"] = median_run(
+            [threaded(lambda: SyncWorker(call), args.threads, args.per_thread, meter) for _ in range(args.repeat)]
+        )
 
-    if system == "ours":
+    if system == "ours" and "async" in args.phases:
         if hasattr(Model, "asend_request"):
             out["async_api"] = "await Model.asend_request(request)"
 
@@ -264,7 +266,7 @@ def run_dasf(system: str, target: str, args: argparse.Namespace, meter: Meter) -
 
         out["async"] = median_run([asyncio.run(flight()) for _ in range(args.repeat)])
 
-    if args.echo:
+    if "echo" in args.phases:
         def call_echo(d: str) -> Any:
             return Model.send_request({"func_name": "echo", "data": d}).root
 
@@ -345,7 +347,8 @@ def main() -> None:
     ap.add_argument("--per-thread", type=int, default=1000)
     ap.add_argument("--async-calls", type=int, default=20000)
     ap.add_argument("--in-flight", type=int, default=1000)
-    ap.add_argument("--echo", action="store_true")
+    ap.add_argument("--phases", type=lambda v: set(v.split(",")), default={"seq", "threads", "async"},
+                    help="comma-separated, of seq, threads, async, echo (ref/ours only); default seq,threads,async")
     ap.add_argument("--repeat", type=int, default=1, help="runs of the threaded and in-flight phases (the median counts)")
     args = ap.parse_args()
 
