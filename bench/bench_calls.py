@@ -191,14 +191,15 @@ def wait_backend(port: int, topic: str, limit: float = 60) -> None:
         producer.disconnect()
 
 
-def start_dasf_backend(system: str, backend: Path, port: int, tmp: Path) -> Tuple[subprocess.Popen, str]:
-    """A hello_world backend of `system` on topic bench-{system}, answering when this returns; (process, target)."""
+def start_dasf_backend(system: str, backend: Path, port: int, tmp: Path, procs: List[subprocess.Popen]) -> str:
+    """A hello_world backend of `system` on topic bench-{system} (its process added to `procs` at once, to be
+    stopped whatever happens), answering when this returns; its client target."""
     topic = f"bench-{system}"
     conn = ["-H", "127.0.0.1", "-p", str(port), "-t", topic, "--log-level", "30"]
-    proc = start([sys.executable, str(backend), *conn, "listen"], tmp / f"{system}-backend.log")
+    procs.append(start([sys.executable, str(backend), *conn, "listen"], tmp / f"{system}-backend.log"))
     wait_backend(port, topic)
     note(f"{system}: backend up")
-    return proc, f"127.0.0.1:{port}/{topic}"
+    return f"127.0.0.1:{port}/{topic}"
 
 
 def run_dasf_systems(port: int, broker_pid: int, loadgen: Optional[Path], args: argparse.Namespace, tmp: Path,
@@ -212,9 +213,8 @@ def run_dasf_systems(port: int, broker_pid: int, loadgen: Optional[Path], args: 
     try:
         targets, pids = {}, {}
         for system, name, backend in (("ref", REF, ref_backend), ("ours", OURS, HERE / "hello.py")):
-            proc, targets[name] = start_dasf_backend(system, backend, port, tmp)
-            procs.append(proc)
-            pids[name] = {"broker": broker_pid, "backend": proc.pid}
+            targets[name] = start_dasf_backend(system, backend, port, tmp, procs)
+            pids[name] = {"broker": broker_pid, "backend": procs[-1].pid}
         if loadgen:
             procs.append(start_rust_backend(loadgen, port, tmp))
             pids[RUST_ONLY] = {"broker": broker_pid, "backend": procs[-1].pid}
