@@ -239,6 +239,8 @@ def run_dasf(system: str, target: str, args: argparse.Namespace, meter: Meter) -
     if "seq" in args.phases:
         out["seq"] = sequential(call, args.calls)
     if "threads" in args.phases:
+        # warm-up of the threads' own paths (per-thread state, allocator arenas), as dasf-loadgen calls does
+        threaded(lambda: SyncWorker(call), args.threads, max(1, args.per_thread // 10), meter)
         out["threads"] = median_run(
             [threaded(lambda: SyncWorker(call), args.threads, args.per_thread, meter) for _ in range(args.repeat)]
         )
