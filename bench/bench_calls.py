@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from bench_clients import median_run
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BIN = ROOT / "target" / "release"
@@ -239,7 +241,7 @@ def run_dasf_systems(port: int, broker_pid: int, loadgen: Optional[Path], args: 
                     del runs[RUST_ONLY]
         for name, rs in runs.items():
             if rs:
-                rows.setdefault(name, {})["threads"] = sorted(rs, key=lambda r: r["rate"])[len(rs) // 2]
+                rows.setdefault(name, {})["threads"] = median_run(rs)
         rows[REF]["threads_runs"] = runs[REF]
         rows[OURS]["threads_runs"] = runs[OURS]
         note("ours: asyncio calls in flight" + (", then the echoes" if args.echo else ""))

@@ -7,7 +7,8 @@ Runs the phases named by ``--phases`` (ref/ours; nats runs all), in this order: 
 calls/s), N threads calling concurrently (calls/s), and, where the system has an asyncio API, W calls kept in
 flight on one event loop (calls/s); then the large-payload echoes. For the threaded and the in-flight phases it
 reads utime+stime of this process and of every ``--pid`` from /proc/<pid>/stat before and after the measured
-phase (connection setup and warm-up excluded) and reports CPU µs per call. Prints one line ``BENCH-RESULT {json}`` and exits.
+phase (connection setup and warm-up excluded) and reports CPU µs per call. Prints one line
+``BENCH-RESULT {json}`` and exits.
 
 Running each system's client in its own process keeps its CPU account clean (the reference keeps threads and
 sockets of its own) and keeps one client library's import side effects away from the others.
