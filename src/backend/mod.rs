@@ -268,7 +268,10 @@ async fn consume(mut d: Dispatcher, cancel: &CancellationToken) -> Result<(), Ba
             Err(e) => break Err(BackendError::Transport(e)),
         };
         tracing::info!(target: LOG, "listening on topic {} (subscription {})", d.cfg.topic, d.cfg.subscription);
-        let (acks, mut reader) = transport::spawn_writer(ws, &d.cfg.connect);
+        // acks wait for each other, except on persistent topics: there an ack says a worker started the
+        // request, and one held back would let the broker hand a running request to another consumer
+        let batching = (!d.persistent).then(transport::AckBatching::default);
+        let (acks, mut reader) = transport::spawn_writer(ws, &d.cfg.connect, batching);
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let _lost = SetFalseOnDrop(alive.clone());
         loop {

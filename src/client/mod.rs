@@ -295,7 +295,8 @@ impl Client {
         // the producer reads receipts only for refusals: the broker may leave out the others
         let producer_opts = cfg.connect.clone().with_header(RECEIPTS_HEADER, "errors");
         let pws = transport::connect(&producer_url, &producer_opts).await?;
-        let (consumer, creader) = transport::spawn_writer(cws, &cfg.connect);
+        // the acks of replies wait for each other: the response topic is this client's alone
+        let (consumer, creader) = transport::spawn_writer(cws, &cfg.connect, Some(transport::AckBatching::default()));
         let (producer, preader) = transport::shared_writer(pws, &cfg.connect);
         let inner = Arc::new(Inner {
             reassembly: Mutex::new(Reassembler::new(cfg.reassembly)),
