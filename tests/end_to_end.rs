@@ -893,3 +893,81 @@ async fn oversize_messages_are_clear_errors_not_buffered() {
     let _ = tokio::time::timeout(Duration::from_secs(10), be).await;
     b.shutdown().await;
 }
+
+/// The broker's `/admin/v2/stats`, parsed.
+async fn broker_stats(b: &BrokerHandle) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+    s.write_all(b"GET /admin/v2/stats HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, body) = resp.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(body).unwrap()
+}
+
+/// Unacked messages per subscription, over all topics.
+fn unacked(stats: &serde_json::Value) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for (topic, t) in stats["topics"].as_object().unwrap() {
+        for (sub, s) in t["subscriptions"].as_object().unwrap() {
+            out.push((format!("{topic} {sub}"), s["unackedMessages"].as_u64().unwrap()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_back_acks_reach_the_broker_so_a_small_window_never_stalls() {
+    // a window of 4 unacked messages per consumer: the backend and the client only get further deliveries
+    // once the acks they hold back for a moment are written
+    let b = start_broker_with(BrokerConfig {
+        receiver_queue_size: 4,
+        ..BrokerConfig::default()
+    })
+    .await;
+    let cancel = CancellationToken::new();
+    let be = tokio::spawn(backend::run(
+        backend_config(&b, "small-window", 2, 64),
+        Arc::new(Echo),
+        cancel.clone(),
+    ));
+    let c = client(&b, "small-window").await;
+    wait_ready(&c).await;
+    for round in 0..10 {
+        let calls = (0..16).map(|i| {
+            let c = c.clone();
+            async move {
+                let payload = call_json(serde_json::json!({"func_name": "echo", "data": [round, i]}));
+                c.call(MessageType::Request, payload, Duration::from_secs(20), "echo", None)
+                    .await
+            }
+        });
+        for (i, r) in futures_util::future::join_all(calls).await.into_iter().enumerate() {
+            let r = r.unwrap();
+            assert_eq!(r.status, Status::Success);
+            assert_eq!(r.payload, format!("[{round},{i}]").into_bytes());
+        }
+    }
+    // every delivery, to the backend and to the client, was acked in the end
+    let mut left = unacked(&broker_stats(&b).await);
+    for _ in 0..100 {
+        if left.iter().all(|(_, n)| *n == 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = unacked(&broker_stats(&b).await);
+    }
+    assert!(
+        left.len() >= 2,
+        "the backend's and the client's subscriptions: {left:?}"
+    );
+    assert!(left.iter().all(|(_, n)| *n == 0), "{left:?}");
+    cancel.cancel();
+    be.await.unwrap().unwrap();
+    b.shutdown().await;
+}
