@@ -58,12 +58,7 @@ impl Echo {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_may_send_its_own_replies() {
     let b = start_broker().await;
-    let cancel = CancellationToken::new();
-    let be = tokio::spawn(backend::run(
-        backend_config(&b, "e2e-manual", 2, 8),
-        Arc::new(Echo),
-        cancel.clone(),
-    ));
+    let (cancel, be) = spawn_echo(backend_config(&b, "e2e-manual", 2, 8));
     let c = client(&b, "e2e-manual").await;
     wait_ready(&c).await;
     let (ptx, mut prx) = tokio::sync::mpsc::channel(4);
@@ -150,6 +145,18 @@ fn backend_config(b: &BrokerHandle, topic: &str, workers: usize, queue: usize) -
     }
 }
 
+/// An `Echo` backend with `cfg`, running until the token is cancelled.
+fn spawn_echo(
+    cfg: BackendConfig,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), demessaging_rs::backend::BackendError>>,
+) {
+    let cancel = CancellationToken::new();
+    let be = tokio::spawn(backend::run(cfg, Arc::new(Echo), cancel.clone()));
+    (cancel, be)
+}
+
 async fn client(b: &BrokerHandle, topic: &str) -> Client {
     Client::connect(ClientConfig {
         address: address(b),
@@ -183,12 +190,7 @@ fn call_json(v: serde_json::Value) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_reply_large_reply_and_bad_input() {
     let b = start_broker().await;
-    let cancel = CancellationToken::new();
-    let be = tokio::spawn(backend::run(
-        backend_config(&b, "e2e", 2, 8),
-        Arc::new(Echo),
-        cancel.clone(),
-    ));
+    let (cancel, be) = spawn_echo(backend_config(&b, "e2e", 2, 8));
     let c = client(&b, "e2e").await;
     wait_ready(&c).await;
 
@@ -292,12 +294,7 @@ async fn request_reply_large_reply_and_bad_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_malformed_frames_get_error_replies() {
     let b = start_broker().await;
-    let cancel = CancellationToken::new();
-    let be = tokio::spawn(backend::run(
-        backend_config(&b, "raw", 1, 4),
-        Arc::new(Echo),
-        cancel.clone(),
-    ));
+    let (cancel, be) = spawn_echo(backend_config(&b, "raw", 1, 4));
     let c = client(&b, "raw").await;
     wait_ready(&c).await;
     let port = b.addr.port();
@@ -359,12 +356,7 @@ async fn raw_malformed_frames_get_error_replies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_is_rejected_not_lost() {
     let b = start_broker().await;
-    let cancel = CancellationToken::new();
-    let be = tokio::spawn(backend::run(
-        backend_config(&b, "busy", 1, 1),
-        Arc::new(Echo),
-        cancel.clone(),
-    ));
+    let (cancel, be) = spawn_echo(backend_config(&b, "busy", 1, 1));
     let c = client(&b, "busy").await;
     wait_ready(&c).await;
     let t = Duration::from_secs(10);
@@ -527,12 +519,7 @@ async fn timeout_names_topic_and_function() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_calls_from_plain_threads() {
     let b = start_broker().await;
-    let cancel = CancellationToken::new();
-    let be = tokio::spawn(backend::run(
-        backend_config(&b, "blocking", 2, 64),
-        Arc::new(Echo),
-        cancel.clone(),
-    ));
+    let (cancel, be) = spawn_echo(backend_config(&b, "blocking", 2, 64));
     let c = client(&b, "blocking").await;
     wait_ready(&c).await;
     let threads: Vec<_> = (0..4)
@@ -591,10 +578,9 @@ async fn blocking_calls_from_plain_threads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_producers_without_keep_alive_reconnect_per_reply() {
     let b = start_broker().await;
-    let cancel = CancellationToken::new();
     let mut cfg = backend_config(&b, "no-keep-alive", 2, 8);
     cfg.producer_keep_alive = Duration::ZERO;
-    let be = tokio::spawn(backend::run(cfg, Arc::new(Echo), cancel.clone()));
+    let (cancel, be) = spawn_echo(cfg);
     let c = client(&b, "no-keep-alive").await;
     wait_ready(&c).await;
     for i in 0..20 {
@@ -616,10 +602,9 @@ async fn reply_producers_without_keep_alive_reconnect_per_reply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_overflow_replies_a_saturated_backend_holds_deliveries_and_answers_all() {
     let b = start_broker().await;
-    let cancel = CancellationToken::new();
     let mut cfg = backend_config(&b, "held", 1, 1);
     cfg.overflow_replies = false;
-    let be = tokio::spawn(backend::run(cfg, Arc::new(Echo), cancel.clone()));
+    let (cancel, be) = spawn_echo(cfg);
     let c = client(&b, "held").await;
     wait_ready(&c).await;
     // 40 calls of 10 ms against 1 worker and a queue of 1: none rejected, every one answered
@@ -710,13 +695,12 @@ fn trusting(ca: &std::path::Path) -> ConnectOptions {
 async fn wss_end_to_end_and_what_a_tls_port_does_with_strangers() {
     let dir = std::env::temp_dir().join(format!("dasf-e2e-tls-{}", std::process::id()));
     let (b, ca) = start_tls_broker(&dir).await;
-    let cancel = CancellationToken::new();
     let cfg = BackendConfig {
         address: tls_address(&b),
         connect: trusting(&ca),
         ..backend_config(&b, "tls", 2, 8)
     };
-    let be = tokio::spawn(backend::run(cfg, Arc::new(Echo), cancel.clone()));
+    let (cancel, be) = spawn_echo(cfg);
     let client_cfg = |connect: ConnectOptions| ClientConfig {
         address: tls_address(&b),
         topic: "tls".into(),
@@ -823,7 +807,6 @@ async fn a_wss_client_on_a_plain_port_fails_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_messages_are_clear_errors_not_buffered() {
     let b = start_broker().await;
-    let cancel = CancellationToken::new();
     let small = ReassemblyLimits {
         max_bytes: 1_000_000,
         ..ReassemblyLimits::default()
@@ -832,7 +815,7 @@ async fn oversize_messages_are_clear_errors_not_buffered() {
         reassembly: small,
         ..backend_config(&b, "oversize", 2, 8)
     };
-    let be = tokio::spawn(backend::run(cfg, Arc::new(Echo), cancel.clone()));
+    let (cancel, be) = spawn_echo(cfg);
     let c = Client::connect(ClientConfig {
         address: address(&b),
         topic: "oversize".into(),
@@ -930,12 +913,7 @@ async fn held_back_acks_reach_the_broker_so_a_small_window_never_stalls() {
         ..BrokerConfig::default()
     })
     .await;
-    let cancel = CancellationToken::new();
-    let be = tokio::spawn(backend::run(
-        backend_config(&b, "small-window", 2, 64),
-        Arc::new(Echo),
-        cancel.clone(),
-    ));
+    let (cancel, be) = spawn_echo(backend_config(&b, "small-window", 2, 64));
     let c = client(&b, "small-window").await;
     wait_ready(&c).await;
     for round in 0..10 {
