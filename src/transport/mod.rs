@@ -191,42 +191,35 @@ pub fn spawn_writer(
             // and leaves with the held ones
             let msg = tokio::select! {
                 m = rx.recv(), if !holding => match m {
-                    Some(m) => m,
+                    Some(m) => Some(m),
                     None => break,
                 },
                 _ = async { match ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
-                    Message::Ping(Default::default())
+                    Some(Message::Ping(Default::default()))
                 }
-                _ = &mut due, if holding => {
-                    holding = false;
-                    while let Ok(m) = rx.try_recv() {
-                        if sink.feed(m).await.is_err() {
-                            return;
-                        }
-                    }
-                    if sink.flush().await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
+                // the held frames' time is up
+                _ = &mut due, if holding => None,
             };
-            let urgent = !matches!(msg, Message::Text(_));
-            // NOTE: feed + flush only when the queue is drained batches frames under load.
-            if sink.feed(msg).await.is_err() {
-                return;
+            // a text frame starts holding back (with `batching`); a ping or the end of holding flushes
+            // (nothing is taken from the queue while holding, so no text frame arrives then)
+            let hold = batching.filter(|_| matches!(msg, Some(Message::Text(_))));
+            if let Some(m) = msg {
+                if sink.feed(m).await.is_err() {
+                    return;
+                }
             }
+            // NOTE: feed + flush only when the queue is drained batches frames under load.
             while let Ok(m) = rx.try_recv() {
                 if sink.feed(m).await.is_err() {
                     return;
                 }
             }
-            match batching {
-                // (nothing is taken from the queue while holding: only a ping arrives then)
-                Some(b) if !urgent => {
+            match hold {
+                Some(b) => {
                     holding = true;
                     due.as_mut().reset(tokio::time::Instant::now() + b.delay);
                 }
-                _ => {
+                None => {
                     holding = false;
                     if sink.flush().await.is_err() {
                         return;
