@@ -4,7 +4,7 @@ A broker (`python -m demessaging_rs broker`) and a backend (bench/hello.py) run 
 this process opens CLIENTS client connections (each one its own producer and reply consumer, so twice as many
 websockets at the broker) and keeps one call in flight on every one of them, on one asyncio loop, for DURATION
 seconds. Every reply is checked against its request (`hello_world(name)` → `"Hello, " + name`, the name unique
-per call). Prints, and writes to bench/results-soak.md:
+per call). Prints, and writes to bench/results-soak.md (and the README's soak table; not with --out):
 
 * RSS of broker, backend and client at the start of the load and at its end (the client's also without the
   latency samples this script keeps in its own process),
@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import Dict, List
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_calls import update_readme  # noqa: E402
 
 
 def free_port() -> int:
@@ -186,6 +189,8 @@ def main() -> int:
     text = report(r, args)
     print(text)
     args.out.write_text(text + "\n")
+    if args.out == HERE / "results-soak.md":  # a run written elsewhere leaves the README alone
+        update_readme("soak", text)
     counts = r["counts"]  # type: ignore[index]
     return 1 if counts["lost"] or counts["mismatched"] else 0  # type: ignore[index]
 
