@@ -88,14 +88,19 @@ class BaseMessagingConfig(BaseSettings):
     subscription_type: Optional[str] = Field(
         default=None,
         description=(
-            "Subscription type of the backend's consumer (Exclusive, Shared, Failover). Use Shared with a fixed "
-            "subscription name to let replicas of one backend split the requests."
+            "Subscription type of the backend's consumer (Exclusive, Shared, Failover). With Shared, replicas "
+            "of one backend split the requests (each runs once); with Failover one serves and the next takes "
+            "over when it goes away."
         ),
     )
 
     subscription: Optional[str] = Field(
         default=None,
-        description="Subscription name of the backend's consumer (default: backend-module-<start time>).",
+        description=(
+            "Subscription name of the backend's consumer (default: backend-module-<start time>; with "
+            "subscription_type Shared or Failover backend-module-shared or backend-module-failover, so that "
+            "replicas meet on one subscription)."
+        ),
     )
 
     max_reassembly_size: Optional[PositiveInt] = Field(

@@ -1,0 +1,137 @@
+"""Replicas of one backend on one topic: the subscription they meet on, Shared (each request runs exactly once,
+on one of them) and Failover (one serves, the next takes over when it dies). Backends are real processes
+started through the CLI against the embedded broker; every wait is bounded."""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from demessaging_rs import BackendModule, Broker
+from demessaging_rs.config import ModuleConfig
+from demessaging_rs.exceptions import BrokerConnectionError, CallTimeout, DemessagingError
+from test_faults import _backend, _marks, _model, _stop, _wait_answering
+
+
+def _double(x: int) -> int:
+    return 2 * x
+
+
+def _subscription(**messaging: object) -> str:
+    """The subscription name a backend with this messaging config would use (nothing connects)."""
+    cfg = ModuleConfig(messaging_config=dict(topic="names", host="127.0.0.1", port=1, **messaging))
+    Model = BackendModule.create_model(__name__, members=[_double], config=cfg)
+    return Model._backend().subscription
+
+
+def test_replicas_meet_on_one_subscription_unless_exclusive():
+    # Exclusive (the default) keeps the reference's name per start time
+    assert re.fullmatch(r"backend-module-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d", _subscription())
+    assert re.fullmatch(r"backend-module-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d", _subscription(subscription_type="Exclusive"))
+    # replicas started at different times must still share: a fixed name per type
+    assert _subscription(subscription_type="Shared") == "backend-module-shared"
+    assert _subscription(subscription_type="Failover") == "backend-module-failover"
+    # an explicit name always wins
+    assert _subscription(subscription_type="Shared", subscription="mine") == "mine"
+    assert _subscription(subscription="mine") == "mine"
+
+
+def test_an_unknown_subscription_type_is_a_clear_error():
+    expected = r"unsupported subscription type \"Key_Shared\" \(Exclusive, Shared or Failover\)"
+    with pytest.raises(DemessagingError, match=expected):
+        _subscription(subscription_type="Key_Shared")
+
+
+def _wait_listening(log: Path, n: int, limit: float = 60) -> None:
+    """Until `n` backends logged their subscription (each says so once it is subscribed)."""
+    deadline = time.monotonic() + limit
+    while log.read_text().count("listening on topic") < n:
+        assert time.monotonic() < deadline, f"not {n} backends subscribed within {limit} s:\n{log.read_text()}"
+        time.sleep(0.05)
+
+
+def test_shared_replicas_run_each_request_exactly_once(tmp_path, broker: Broker, monkeypatch):
+    """3 replicas started with only DE_BACKEND_SUBSCRIPTION_TYPE=Shared (no subscription name) and 300 calls
+    from 10 threads: every request runs once, on one replica; every replica serves some; every caller gets its
+    own answer."""
+    marks, log = tmp_path / "marks", tmp_path / "replicas.log"
+    log.write_text("")
+    monkeypatch.setenv("DE_BACKEND_SUBSCRIPTION_TYPE", "Shared")
+    replicas = [_backend(broker.port, "spread", marks, log) for _ in range(3)]
+    Model = _model(broker.port, "spread")
+    try:
+        _wait_listening(log, 3)
+        assert log.read_text().count("(subscription backend-module-shared)") == 3, log.read_text()
+        _wait_answering(Model, replicas, log)
+        answers: Dict[str, List[object]] = {}
+        lock = threading.Lock()
+
+        def caller(k: int) -> None:
+            for i in range(30):
+                tag = f"c{k}-{i}"
+                try:
+                    got: object = Model.send_request({"func_name": "work", "tag": tag}, timeout=30).root
+                except Exception as e:  # noqa: BLE001 - recorded and asserted below
+                    got = e
+                with lock:
+                    answers.setdefault(tag, []).append(got)
+
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads)
+        assert len(answers) == 300
+        wrong = {tag: got for tag, got in answers.items() if got != [tag]}
+        assert not wrong, wrong
+        ran = [(pid, tag) for pid, tag in _marks(marks) if tag != "ready-check"]
+        twice = [tag for tag, n in Counter(tag for _pid, tag in ran).items() if n > 1]
+        assert not twice, f"ran more than once: {twice}"
+        assert sorted(tag for _pid, tag in ran) == sorted(answers)
+        per_replica = Counter(pid for pid, _tag in ran)
+        print(f"requests per replica: {sorted(per_replica.values())}")
+        assert set(per_replica) == {p.pid for p in replicas}, per_replica
+    finally:
+        for p in replicas:
+            _stop(p)
+
+
+def test_failover_replicas_one_serves_the_next_takes_over(tmp_path, broker: Broker):
+    """2 replicas with --subscription-type Failover: the first one subscribed serves every request; once it is
+    killed, the other answers."""
+    marks, log = tmp_path / "marks", tmp_path / "failover.log"
+    log.write_text("")
+    first = _backend(broker.port, "standby", marks, log, "--subscription-type", "Failover")
+    _wait_listening(log, 1)
+    second = _backend(broker.port, "standby", marks, log, "--subscription-type", "Failover")
+    Model = _model(broker.port, "standby")
+    try:
+        _wait_listening(log, 2)
+        _wait_answering(Model, [first, second], log)
+        for i in range(50):
+            assert Model.send_request({"func_name": "work", "tag": f"a{i}"}, timeout=30).root == f"a{i}"
+        assert {pid for pid, tag in _marks(marks) if tag.startswith("a")} == {first.pid}
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        # the broker sees the connection close and makes the other consumer active
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert Model.send_request({"func_name": "work", "tag": "b"}, timeout=1).root == "b"
+                break
+            except (CallTimeout, BrokerConnectionError):
+                assert time.monotonic() < deadline, log.read_text()
+        for i in range(20):
+            assert Model.send_request({"func_name": "work", "tag": f"c{i}"}, timeout=30).root == f"c{i}"
+        assert {pid for pid, tag in _marks(marks) if tag[0] in "bc"} == {second.pid}
+    finally:
+        _stop(first)
+        _stop(second)
