@@ -177,6 +177,52 @@ async fn shared_round_robin() {
     b.shutdown().await;
 }
 
+/// Unacked messages of subscription `sub` of non-persistent topic `topic`, from the stats endpoint.
+async fn unacked(b: &BrokerHandle, topic: &str, sub: &str) -> Value {
+    let (_, body) = http_get(b, "/admin/v2/stats HTTP/1.1\r\nHost: x").await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    body["topics"][format!("non-persistent://public/default/{topic}")]["subscriptions"][sub]["unackedMessages"].clone()
+}
+
+#[tokio::test]
+async fn shared_passes_over_a_consumer_that_holds_an_unacked_message() {
+    // A replica that has not acked a request (a DASF backend acks when a worker takes it) is busy; while
+    // another consumer holds nothing, everything goes there. Round-robin would hand the busy one every
+    // other message.
+    let b = start(BrokerConfig::default()).await;
+    let mut busy = ws(&b, &format!("{NC}/lb/s?subscriptionType=Shared")).await;
+    let mut free = ws(&b, &format!("{NC}/lb/s?subscriptionType=Shared")).await;
+    let mut p = ws(&b, &format!("{NP}/lb")).await;
+    publish(&mut p, "eA==", json!({"i": "first"}), json!("first")).await;
+    let first = recv(&mut busy).await;
+    for i in 0..6 {
+        publish(&mut p, "eA==", json!({"i": i}), json!(i)).await;
+        let m = recv(&mut free).await;
+        assert_eq!(m["properties"]["i"], i.to_string());
+        ack(&mut free, &m).await;
+        // until the broker has the ack: only the busy one's message is out
+        let deadline = tokio::time::Instant::now() + T;
+        while unacked(&b, "lb", "s").await != 1 {
+            assert!(tokio::time::Instant::now() < deadline, "the ack did not arrive");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert!(recv_within(&mut busy, Duration::from_millis(100)).await.is_none());
+    // once it has acked, it is as free as the other and gets its turn again
+    ack(&mut busy, &first).await;
+    let deadline = tokio::time::Instant::now() + T;
+    while unacked(&b, "lb", "s").await != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the ack did not arrive");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for i in 0..2 {
+        publish(&mut p, "eA==", json!({"i": i}), json!(i)).await;
+    }
+    let (a, b2) = (recv(&mut busy).await, recv(&mut free).await);
+    assert_ne!(a["properties"]["i"], b2["properties"]["i"]);
+    b.shutdown().await;
+}
+
 #[tokio::test]
 async fn failover_uses_one_consumer_and_switches_when_it_leaves() {
     let b = start(BrokerConfig::default()).await;

@@ -104,6 +104,60 @@ def test_shared_replicas_run_each_request_exactly_once(tmp_path, broker: Broker,
             _stop(p)
 
 
+def test_shared_replicas_pass_over_one_busy_with_a_long_request(tmp_path, broker: Broker):
+    """2 replicas with one worker each; one runs a 5 s request. Two threads then call short requests, paced
+    (20 ms apart). The broker gives each request to the replica holding the fewest (a replica acks a request
+    when its worker takes it), so at most one short request waits behind the long one, and the other thread's
+    calls are all served by the free replica meanwhile. Plain round-robin would stall both threads there."""
+    marks, log = tmp_path / "marks", tmp_path / "busy.log"
+    log.write_text("")
+    replicas = [_backend(broker.port, "busy", marks, log, "--subscription-type", "Shared", "--max-workers", "1")
+                for _ in range(2)]
+    Model = _model(broker.port, "busy")
+    try:
+        _wait_listening(log, 2)
+        _wait_answering(Model, replicas, log)
+
+        def long_call() -> None:
+            Model.send_request({"func_name": "work", "tag": "long", "seconds": 5.0}, timeout=60)
+            with open(marks, "a") as f:
+                f.write("0 long-done\n")
+
+        def short_calls(k: int) -> None:
+            for i in range(20):
+                assert Model.send_request({"func_name": "work", "tag": f"s{k}-{i}"}, timeout=60).root == f"s{k}-{i}"
+                time.sleep(0.02)
+
+        long_thread = threading.Thread(target=long_call)
+        long_thread.start()
+        deadline = time.monotonic() + 30
+        while "long" not in [tag for _pid, tag in _marks(marks)]:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.01)
+        threads = [threading.Thread(target=short_calls, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in [*threads, long_thread]:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in [*threads, long_thread])
+        ran = _marks(marks)
+        order = [tag for _pid, tag in ran]
+        busy = next(pid for pid, tag in ran if tag == "long")
+        shorts = [(pid, tag) for pid, tag in ran if tag.startswith("s")]
+        assert len(shorts) == 40
+        during = [tag for tag in order[:order.index("long-done")] if tag.startswith("s")]
+        behind_the_long_one = [tag for pid, tag in shorts if pid == busy and tag in during]
+        print(f"short calls served while the long one ran: {len(during)} of 40")
+        # the free replica served one thread's 20 calls (and the other's until one of them went to the busy one)
+        assert len(during) >= 20, order
+        # what the busy replica held waited for its worker: it starts once the long one ends (it may still
+        # be marked before the long one's caller writes long-done)
+        assert len(behind_the_long_one) <= 1, order
+    finally:
+        for p in replicas:
+            _stop(p)
+
+
 def test_failover_replicas_one_serves_the_next_takes_over(tmp_path, broker: Broker):
     """2 replicas with --subscription-type Failover: the first one subscribed serves every request; once it is
     killed, the other answers."""

@@ -2,7 +2,7 @@
 //! The choice is a small pure policy (`pick`) with tests beside it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -14,7 +14,7 @@ use super::topic::Message;
 pub enum SubType {
     /// One consumer; a second is refused.
     Exclusive,
-    /// Round-robin over consumers.
+    /// To the consumer holding the fewest messages, round-robin among equals (see [`pick`]).
     Shared,
     /// One active consumer (the first connected), others stand by.
     Failover,
@@ -59,6 +59,15 @@ pub struct ConsumerSlot {
     pub unacked: Arc<AtomicUsize>,
 }
 
+impl ConsumerSlot {
+    /// `None` when its queue is full; else how many messages it holds: queued for it, or delivered and not
+    /// yet acked.
+    pub fn load(&self) -> Option<usize> {
+        let free = self.tx.capacity();
+        (free > 0).then(|| self.tx.max_capacity() - free + self.unacked.load(Ordering::Relaxed))
+    }
+}
+
 /// Mutable state of a subscription (behind the subscription's lock).
 #[derive(Debug)]
 pub struct SubState {
@@ -80,15 +89,21 @@ pub enum Pick {
     Nobody,
 }
 
-/// Choose a consumer. `has_room(i)` tells whether consumer `i` can take a message now.
-pub fn pick(kind: SubType, n: usize, rr: &mut usize, has_room: impl Fn(usize) -> bool) -> Pick {
+/// Choose a consumer. `load(i)` is `None` when consumer `i` cannot take a message now, else how many
+/// messages it holds (see [`ConsumerSlot::load`]).
+///
+/// Shared goes to the least loaded consumer with room, round-robin among equals. A DASF backend acks a
+/// request when a worker takes it, so what it holds is what waits for a worker: a replica whose workers are
+/// all busy (a long computation) soon holds more than an idle one and is passed over, where plain
+/// round-robin (Pulsar's) would keep handing it every n-th request to wait behind the long one.
+pub fn pick(kind: SubType, n: usize, rr: &mut usize, load: impl Fn(usize) -> Option<usize>) -> Pick {
     if n == 0 {
         return Pick::Nobody;
     }
     match kind {
         // Exclusive has one consumer; Failover's active consumer is the oldest one.
         SubType::Exclusive | SubType::Failover => {
-            if has_room(0) {
+            if load(0).is_some() {
                 Pick::Ready(0)
             } else {
                 Pick::Wait(0)
@@ -96,15 +111,27 @@ pub fn pick(kind: SubType, n: usize, rr: &mut usize, has_room: impl Fn(usize) ->
         }
         SubType::Shared => {
             let start = *rr % n;
+            let mut best: Option<(usize, usize)> = None;
             for k in 0..n {
                 let i = (start + k) % n;
-                if has_room(i) {
-                    *rr = i + 1;
-                    return Pick::Ready(i);
+                let Some(held) = load(i) else { continue };
+                if best.is_none_or(|(_, least)| held < least) {
+                    best = Some((i, held));
+                    if held == 0 {
+                        break;
+                    }
                 }
             }
-            *rr = start + 1;
-            Pick::Wait(start)
+            match best {
+                Some((i, _)) => {
+                    *rr = i + 1;
+                    Pick::Ready(i)
+                }
+                None => {
+                    *rr = start + 1;
+                    Pick::Wait(start)
+                }
+            }
         }
     }
 }
@@ -116,7 +143,7 @@ mod tests {
     #[test]
     fn shared_round_robin() {
         let mut rr = 0;
-        let picks: Vec<Pick> = (0..6).map(|_| pick(SubType::Shared, 3, &mut rr, |_| true)).collect();
+        let picks: Vec<Pick> = (0..6).map(|_| pick(SubType::Shared, 3, &mut rr, |_| Some(0))).collect();
         assert_eq!(
             picks,
             vec![
@@ -133,17 +160,35 @@ mod tests {
     #[test]
     fn shared_skips_full_consumers() {
         let mut rr = 0;
-        assert_eq!(pick(SubType::Shared, 3, &mut rr, |i| i == 2), Pick::Ready(2));
-        assert_eq!(pick(SubType::Shared, 3, &mut rr, |i| i == 2), Pick::Ready(2));
-        assert_eq!(pick(SubType::Shared, 3, &mut rr, |_| false), Pick::Wait(0));
+        let only_2 = |i: usize| (i == 2).then_some(0);
+        assert_eq!(pick(SubType::Shared, 3, &mut rr, only_2), Pick::Ready(2));
+        assert_eq!(pick(SubType::Shared, 3, &mut rr, only_2), Pick::Ready(2));
+        assert_eq!(pick(SubType::Shared, 3, &mut rr, |_| None), Pick::Wait(0));
+    }
+
+    #[test]
+    fn shared_prefers_the_least_loaded_and_round_robins_among_equals() {
+        let mut rr = 0;
+        // consumer 0 holds 2 (busy), 1 and 2 hold 1: never 0, alternately 1 and 2
+        let loads = [2, 1, 1];
+        let picks: Vec<Pick> = (0..4)
+            .map(|_| pick(SubType::Shared, 3, &mut rr, |i| Some(loads[i])))
+            .collect();
+        assert_eq!(picks, [Pick::Ready(1), Pick::Ready(2), Pick::Ready(1), Pick::Ready(2)]);
+        // a full consumer is passed over even when it holds the least
+        let mut rr = 0;
+        assert_eq!(
+            pick(SubType::Shared, 2, &mut rr, |i| [None, Some(5)][i]),
+            Pick::Ready(1)
+        );
     }
 
     #[test]
     fn exclusive_and_failover_use_the_first() {
         let mut rr = 0;
-        assert_eq!(pick(SubType::Failover, 2, &mut rr, |_| true), Pick::Ready(0));
-        assert_eq!(pick(SubType::Failover, 2, &mut rr, |_| false), Pick::Wait(0));
-        assert_eq!(pick(SubType::Exclusive, 0, &mut rr, |_| true), Pick::Nobody);
+        assert_eq!(pick(SubType::Failover, 2, &mut rr, |_| Some(7)), Pick::Ready(0));
+        assert_eq!(pick(SubType::Failover, 2, &mut rr, |_| None), Pick::Wait(0));
+        assert_eq!(pick(SubType::Exclusive, 0, &mut rr, |_| Some(0)), Pick::Nobody);
     }
 
     #[test]

@@ -271,7 +271,7 @@ fn hand_over(st: &mut SubState) {
     while let Some(d) = st.backlog.pop_front() {
         let n = st.consumers.len();
         let consumers = &st.consumers;
-        match pick(st.kind, n, &mut st.rr, |i| consumers[i].tx.capacity() > 0) {
+        match pick(st.kind, n, &mut st.rr, |i| consumers[i].load()) {
             Pick::Ready(i) => {
                 if let Err(e) = st.consumers[i].tx.try_send(d) {
                     st.backlog.push_front(e.into_inner());
@@ -313,7 +313,7 @@ impl Topic {
                 }
                 let n = st.consumers.len();
                 let consumers = &st.consumers;
-                match pick(st.kind, n, &mut st.rr, |i| consumers[i].tx.capacity() > 0) {
+                match pick(st.kind, n, &mut st.rr, |i| consumers[i].load()) {
                     Pick::Ready(i) => match st.consumers[i].tx.try_send(d) {
                         Ok(()) => None,
                         Err(e) => Some((st.consumers[i].tx.clone(), e.into_inner())),
