@@ -4,6 +4,7 @@ started through the CLI against the embedded broker; every wait is bounded."""
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import threading
@@ -189,3 +190,66 @@ def test_failover_replicas_one_serves_the_next_takes_over(tmp_path, broker: Brok
     finally:
         _stop(first)
         _stop(second)
+
+
+SECOND_REPLY = "more than one backend ran it"
+
+
+def _client_log(caplog: pytest.LogCaptureFixture) -> logging.Logger:
+    """The client's logger, captured (our logger tree does not propagate, as the reference's config)."""
+    log = logging.getLogger("demessaging_rs.client")
+    log.addHandler(caplog.handler)
+    return log
+
+
+def test_backends_on_subscriptions_of_their_own_all_run_every_request_and_the_client_says_so(
+        tmp_path, broker: Broker, caplog):
+    """Two backends on one topic the reference's way, each on a subscription of its own: both run every
+    request. The caller takes the first reply and warns, once, that a second one arrived and what to do."""
+    marks, log = tmp_path / "marks", tmp_path / "twice.log"
+    log.write_text("")
+    a = _backend(broker.port, "twice", marks, log, "--subscription", "one")
+    b = _backend(broker.port, "twice", marks, log, "--subscription", "two")
+    Model = _model(broker.port, "twice")
+    client_log = _client_log(caplog)
+    try:
+        _wait_listening(log, 2)
+        _wait_answering(Model, [a, b], log)
+        for i in range(5):
+            assert Model.send_request({"func_name": "work", "tag": f"t{i}"}, timeout=30).root == f"t{i}"
+        deadline = time.monotonic() + 10
+        while Counter(tag for _pid, tag in _marks(marks))["t4"] < 2 or SECOND_REPLY not in caplog.text:
+            assert time.monotonic() < deadline, (caplog.text, _marks(marks))
+            time.sleep(0.02)
+        ran = Counter(tag for _pid, tag in _marks(marks) if tag != "ready-check")
+        assert ran == {f"t{i}": 2 for i in range(5)}
+        warnings = [r for r in caplog.records if SECOND_REPLY in r.getMessage()]
+        assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+        assert "--subscription-type Shared" in warnings[0].getMessage()
+    finally:
+        client_log.removeHandler(caplog.handler)
+        _stop(a)
+        _stop(b)
+
+
+def test_a_reply_after_the_callers_timeout_is_no_second_reply(tmp_path, broker: Broker, caplog):
+    """One backend; a call times out before its reply comes. The late reply is dropped quietly: it is not
+    taken for a second backend."""
+    marks, log = tmp_path / "marks", tmp_path / "late.log"
+    log.write_text("")
+    backend = _backend(broker.port, "late", marks, log)
+    Model = _model(broker.port, "late")
+    client_log = _client_log(caplog)
+    try:
+        _wait_listening(log, 1)
+        _wait_answering(Model, [backend], log)
+        with pytest.raises(CallTimeout):
+            Model.send_request({"func_name": "work", "tag": "slow", "seconds": 0.5}, timeout=0.1)
+        assert Model.send_request({"func_name": "work", "tag": "after"}, timeout=30).root == "after"
+        # the slow one started before "after" and sleeps 0.5 s: its reply has arrived a second later
+        assert [tag for _pid, tag in _marks(marks)][-2:] == ["slow", "after"]
+        time.sleep(1.0)
+        assert SECOND_REPLY not in caplog.text
+    finally:
+        client_log.removeHandler(caplog.handler)
+        _stop(backend)

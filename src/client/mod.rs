@@ -9,8 +9,8 @@ mod error;
 
 pub use error::ClientError;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -226,7 +226,7 @@ impl Drop for BlockingCall {
 }
 
 fn forget(inner: &Inner, context: &str) {
-    inner.pending.lock().expect("pending lock").remove(context);
+    inner.end_unanswered(context);
     inner.reassembly.lock().expect("reassembly lock").drop_key(context);
 }
 
@@ -239,6 +239,58 @@ struct Inner {
     reassembly: Mutex<Reassembler>,
     counter: AtomicU64,
     closed: CancellationToken,
+    /// Recent calls that ended without an answer (timeout, cancellation, error): a late reply to one of
+    /// them is expected, not a sign of a second backend.
+    unanswered: Mutex<VecDeque<u64>>,
+    /// Whether the warning about a second reply was given (once per client).
+    warned_twice: AtomicBool,
+}
+
+/// How many calls that ended without an answer are remembered (see [`Inner::unanswered`]).
+const UNANSWERED_KEPT: usize = 4096;
+
+impl Inner {
+    /// Remove the call's entry; when it was still waiting, remember that it ended without an answer.
+    fn end_unanswered(&self, context: &str) -> Option<Pending> {
+        let entry = self.pending.lock().expect("pending lock").remove(context);
+        if entry.is_some() {
+            self.note_unanswered(context);
+        }
+        entry
+    }
+
+    /// Remember that the call `context` ended without an answer.
+    fn note_unanswered(&self, context: &str) {
+        if let Ok(n) = context.parse::<u64>() {
+            let mut kept = self.unanswered.lock().expect("unanswered lock");
+            if kept.len() == UNANSWERED_KEPT {
+                kept.pop_front();
+            }
+            kept.push_back(n);
+        }
+    }
+
+    /// A reply arrived for a call that is over. After a timeout that is expected; after an answer it means
+    /// a second backend ran the request too: warned once, since the user most likely started replicas that
+    /// each subscribed on their own (every one of them runs every request).
+    fn late_reply(&self, context: &str) {
+        let ours = context
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n < self.counter.load(Ordering::Relaxed));
+        let answered = ours.is_some_and(|n| !self.unanswered.lock().expect("unanswered lock").contains(&n));
+        if answered && !self.warned_twice.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: LOG,
+                "a second reply to request {context} on topic {} arrived: more than one backend ran it. Backends \
+                 that serve one topic each on a subscription of their own all run every request; to share the \
+                 work instead, start them with --subscription-type Shared (README: Scaling out)",
+                self.cfg.topic
+            );
+        } else {
+            tracing::debug!(target: LOG, "reply for unknown or expired context {context}");
+        }
+    }
 }
 
 /// A connected client. Cheap to clone; all clones share the two sockets.
@@ -255,7 +307,7 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.inner.pending.lock().expect("pending lock").remove(&self.context);
+        self.inner.end_unanswered(&self.context);
         self.inner
             .reassembly
             .lock()
@@ -307,6 +359,8 @@ impl Client {
             pending: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
             closed: CancellationToken::new(),
+            unanswered: Mutex::new(VecDeque::new()),
+            warned_twice: AtomicBool::new(false),
         });
         tokio::spawn(read_replies(inner.clone(), creader));
         tokio::spawn(read_acks(inner.clone(), preader));
@@ -521,6 +575,7 @@ async fn sweep_deadlines(inner: std::sync::Weak<Inner>) {
                 .collect()
         };
         for (context, p) in expired {
+            inner.note_unanswered(&context);
             inner.reassembly.lock().expect("reassembly lock").drop_key(&context);
             let d = p.deadline.expect("filtered on deadline");
             p.done.send(Err(ClientError::Timeout {
@@ -549,12 +604,17 @@ fn fail_all(inner: &Inner, err: impl Fn() -> ClientError) {
     }
 }
 
+/// End a call with `result` (a reply, or an error of its own: then a reply may still come late).
 fn resolve(inner: &Inner, context: &str, result: Result<Reply, ClientError>) {
-    let entry = inner.pending.lock().expect("pending lock").remove(context);
-    if let Some(p) = entry {
-        p.done.send(result);
+    let entry = if result.is_ok() {
+        inner.pending.lock().expect("pending lock").remove(context)
     } else {
-        tracing::debug!(target: LOG, "reply for unknown or expired context {context}");
+        inner.end_unanswered(context)
+    };
+    match entry {
+        Some(p) => p.done.send(result),
+        None if result.is_ok() => inner.late_reply(context),
+        None => tracing::debug!(target: LOG, "call {context} already over: {:?}", result.err()),
     }
 }
 
@@ -668,6 +728,9 @@ fn handle_reply(inner: &Inner, d: Delivery) {
             if !inner.pending.lock().expect("pending lock").contains_key(&context) {
                 // the call is over (answered, failed or timed out): nothing to reassemble for
                 r.drop_key(&context);
+                if i == 0 {
+                    inner.late_reply(&context);
+                }
                 return;
             }
             match r.feed(&context, i, n, &d.payload, now) {
