@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,13 +28,9 @@ from typing import Any, Dict, List
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_calls import update_readme  # noqa: E402
+from bench_calls import stop, update_readme  # noqa: E402
+from bench_clients import cpu_seconds  # noqa: E402
 from soak import free_port, start  # noqa: E402
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def model(port: int) -> Any:
@@ -88,13 +82,7 @@ def run_row(port: int, n: int, args: argparse.Namespace, tmp: Path) -> Dict[str,
             row[f"{name}_cpu"] = [cpu_seconds(p.pid) - b for p, b in zip(replicas, before)]
         return row
     finally:
-        for p in replicas:
-            p.send_signal(signal.SIGTERM)
-        for p in replicas:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(replicas)
 
 
 def report(rows: List[Dict[str, Any]], args: argparse.Namespace) -> str:
@@ -132,11 +120,7 @@ def main() -> int:
     try:
         rows = [run_row(port, n, args, tmp) for n in args.replicas]
     finally:
-        broker.send_signal(signal.SIGTERM)
-        try:
-            broker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            broker.kill()
+        stop([broker])
     text = report(rows, args)
     print(text)
     args.out.write_text(text + "\n")
