@@ -177,11 +177,19 @@ async fn shared_round_robin() {
     b.shutdown().await;
 }
 
-/// Unacked messages of subscription `sub` of non-persistent topic `topic`, from the stats endpoint.
-async fn unacked(b: &BrokerHandle, topic: &str, sub: &str) -> Value {
-    let (_, body) = http_get(b, "/admin/v2/stats HTTP/1.1\r\nHost: x").await;
-    let body: Value = serde_json::from_str(&body).unwrap();
-    body["topics"][format!("non-persistent://public/default/{topic}")]["subscriptions"][sub]["unackedMessages"].clone()
+/// Until the stats endpoint counts `n` unacked messages on subscription `sub` of non-persistent `topic`.
+async fn wait_unacked(b: &BrokerHandle, topic: &str, sub: &str, n: u64) {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let (_, body) = http_get(b, "/admin/v2/stats HTTP/1.1\r\nHost: x").await;
+        let body: Value = serde_json::from_str(&body).unwrap();
+        let topic = &body["topics"][format!("non-persistent://public/default/{topic}")];
+        if topic["subscriptions"][sub]["unackedMessages"] == n {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not {n} unacked: {topic}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]
@@ -201,20 +209,12 @@ async fn shared_passes_over_a_consumer_that_holds_an_unacked_message() {
         assert_eq!(m["properties"]["i"], i.to_string());
         ack(&mut free, &m).await;
         // until the broker has the ack: only the busy one's message is out
-        let deadline = tokio::time::Instant::now() + T;
-        while unacked(&b, "lb", "s").await != 1 {
-            assert!(tokio::time::Instant::now() < deadline, "the ack did not arrive");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_unacked(&b, "lb", "s", 1).await;
     }
     assert!(recv_within(&mut busy, Duration::from_millis(100)).await.is_none());
     // once it has acked, it is as free as the other and gets its turn again
     ack(&mut busy, &first).await;
-    let deadline = tokio::time::Instant::now() + T;
-    while unacked(&b, "lb", "s").await != 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the ack did not arrive");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_unacked(&b, "lb", "s", 0).await;
     for i in 0..2 {
         publish(&mut p, "eA==", json!({"i": i}), json!(i)).await;
     }
