@@ -106,11 +106,15 @@ def test_shared_replicas_run_each_request_exactly_once(tmp_path, broker: Broker,
 
 
 def test_shared_replicas_pass_over_one_busy_with_a_long_request(tmp_path, broker: Broker):
-    """2 replicas with one worker each; one runs a 5 s request. Two threads then call short requests as fast
-    as they can. The broker gives each request to the replica holding the fewest (a replica acks a request
-    when its worker takes it, at once on a Shared subscription), so one short request waits behind the long
-    one, and the other thread's calls are all served by the free replica meanwhile. Plain round-robin, or
-    acks held back for a millisecond, would stall both threads there."""
+    """2 replicas with one worker each; one runs a 5 s request. Two threads then call short requests, 20 ms
+    apart. The broker gives each request to the replica holding the fewest (a replica acks a request when its
+    worker takes it), so one short request waits behind the long one, and the other thread's calls are all
+    served by the free replica meanwhile. Plain round-robin would stall both threads there.
+
+    NOTE: paced, so that every ack has reached the broker before the next call. Without a pause the free
+    replica's reply can overtake its ack on a loaded machine (the worker writes the reply itself, the ack
+    leaves through the connection's writer task); the busy replica then ties with it and may get a second
+    request (measured: usually one thread's calls all served, but not always)."""
     marks, log = tmp_path / "marks", tmp_path / "busy.log"
     log.write_text("")
     replicas = [_backend(broker.port, "busy", marks, log, "--subscription-type", "Shared", "--max-workers", "1")
@@ -128,6 +132,7 @@ def test_shared_replicas_pass_over_one_busy_with_a_long_request(tmp_path, broker
         def short_calls(k: int) -> None:
             for i in range(30):
                 assert Model.send_request({"func_name": "work", "tag": f"s{k}-{i}"}, timeout=60).root == f"s{k}-{i}"
+                time.sleep(0.02)
 
         long_thread = threading.Thread(target=long_call)
         long_thread.start()
