@@ -152,12 +152,19 @@ async fn one_copy_per_subscription_and_exclusive_refuses_a_second_consumer() {
     b.shutdown().await;
 }
 
+/// A broker with two consumers of Shared subscription `s` on non-persistent `topic` (joined in this order)
+/// and a producer.
+async fn shared_pair(topic: &str) -> (BrokerHandle, Ws, Ws, Ws) {
+    let b = start(BrokerConfig::default()).await;
+    let c1 = ws(&b, &format!("{NC}/{topic}/s?subscriptionType=Shared")).await;
+    let c2 = ws(&b, &format!("{NC}/{topic}/s?subscriptionType=Shared")).await;
+    let p = ws(&b, &format!("{NP}/{topic}")).await;
+    (b, c1, c2, p)
+}
+
 #[tokio::test]
 async fn shared_round_robin() {
-    let b = start(BrokerConfig::default()).await;
-    let mut c1 = ws(&b, &format!("{NC}/rr/s?subscriptionType=Shared")).await;
-    let mut c2 = ws(&b, &format!("{NC}/rr/s?subscriptionType=Shared")).await;
-    let mut p = ws(&b, &format!("{NP}/rr")).await;
+    let (b, mut c1, mut c2, mut p) = shared_pair("rr").await;
     for i in 0..10 {
         publish(&mut p, "eA==", json!({"i": i}), json!(i)).await;
     }
@@ -197,10 +204,7 @@ async fn shared_passes_over_a_consumer_that_holds_an_unacked_message() {
     // A replica that has not acked a request (a DASF backend acks when a worker takes it) is busy; while
     // another consumer holds nothing, everything goes there. Round-robin would hand the busy one every
     // other message.
-    let b = start(BrokerConfig::default()).await;
-    let mut busy = ws(&b, &format!("{NC}/lb/s?subscriptionType=Shared")).await;
-    let mut free = ws(&b, &format!("{NC}/lb/s?subscriptionType=Shared")).await;
-    let mut p = ws(&b, &format!("{NP}/lb")).await;
+    let (b, mut busy, mut free, mut p) = shared_pair("lb").await;
     publish(&mut p, "eA==", json!({"i": "first"}), json!("first")).await;
     let first = recv(&mut busy).await;
     for i in 0..6 {
