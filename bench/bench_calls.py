@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from bench_clients import median_run
+from bench_clients import cpu_seconds, median_run
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -123,13 +123,6 @@ def relay_floor(exe: Path, messages: int) -> Dict[str, Any]:
         relay.wait(timeout=15)
 
 
-def proc_cpu(pid: int) -> float:
-    """utime + stime of a process in seconds (/proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def start_rust_backend(exe: Path, port: int, tmp: Path) -> subprocess.Popen:
     """The library's backend with a Rust hello_world handler (`dasf-loadgen backend`), up when this returns."""
     backend = subprocess.Popen([str(exe), "backend", "--port", str(port), "--topic", RUST_TOPIC],
@@ -142,11 +135,11 @@ def start_rust_backend(exe: Path, port: int, tmp: Path) -> subprocess.Popen:
 def rust_only_run(exe: Path, port: int, pids: Dict[str, int], args: argparse.Namespace) -> Dict[str, Any]:
     """One run of the threaded workload without Python: the library's blocking client (`dasf-loadgen calls`,
     plain threads) against the backend of `start_rust_backend`, through our broker."""
-    before = (proc_cpu(pids["broker"]), proc_cpu(pids["backend"]))
+    before = (cpu_seconds(pids["broker"]), cpu_seconds(pids["backend"]))
     out = subprocess.run([str(exe), "calls", "--port", str(port), "--topic", RUST_TOPIC, "--threads",
                           str(args.threads), "--per-thread", str(args.per_thread * 2)], capture_output=True,
                          text=True, timeout=300)
-    after = (proc_cpu(pids["broker"]), proc_cpu(pids["backend"]))
+    after = (cpu_seconds(pids["broker"]), cpu_seconds(pids["backend"]))
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip()[-500:])
     res = json.loads(out.stdout.strip().splitlines()[-1])

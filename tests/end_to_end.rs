@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use demessaging_rs::backend::{self, BackendConfig, Handler, Replier, Request};
 use demessaging_rs::broker::{Broker, BrokerConfig, BrokerHandle};
-use demessaging_rs::client::{Client, ClientConfig, ClientError};
+use demessaging_rs::client::{Client, ClientConfig, ClientError, Reply};
 use demessaging_rs::protocol::dasf::MessageType;
 use demessaging_rs::protocol::url::BrokerAddress;
 use demessaging_rs::protocol::{ReassemblyLimits, Status};
@@ -78,16 +78,7 @@ async fn a_handler_may_send_its_own_replies() {
     let p = prx.try_recv().expect("the progress report arrived before the response");
     assert_eq!(p.payload, br#"{"step":1}"#);
     // exactly one response: a second call is answered normally, nothing stale is left over
-    let r = c
-        .call(
-            MessageType::Request,
-            call_json(serde_json::json!({"func_name": "echo", "data": 7})),
-            Duration::from_secs(10),
-            "echo",
-            None,
-        )
-        .await
-        .unwrap();
+    let r = echo(&c, serde_json::json!(7), Duration::from_secs(10)).await.unwrap();
     assert_eq!(r.payload, b"7");
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), be).await;
@@ -183,6 +174,12 @@ async fn wait_ready(c: &Client) {
     panic!("backend never answered ping");
 }
 
+/// One `echo` call through `c`.
+async fn echo(c: &Client, data: serde_json::Value, timeout: Duration) -> Result<Reply, ClientError> {
+    let payload = call_json(serde_json::json!({"func_name": "echo", "data": data}));
+    c.call(MessageType::Request, payload, timeout, "echo", None).await
+}
+
 fn call_json(v: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap()
 }
@@ -195,16 +192,7 @@ async fn request_reply_large_reply_and_bad_input() {
     wait_ready(&c).await;
 
     let t = Duration::from_secs(10);
-    let r = c
-        .call(
-            MessageType::Request,
-            call_json(serde_json::json!({"func_name": "echo", "data": [1, "a"]})),
-            t,
-            "echo",
-            None,
-        )
-        .await
-        .unwrap();
+    let r = echo(&c, serde_json::json!([1, "a"]), t).await.unwrap();
     assert_eq!(r.status, Status::Success);
     assert_eq!(r.payload, br#"[1,"a"]"#);
 
@@ -224,16 +212,7 @@ async fn request_reply_large_reply_and_bad_input() {
 
     // 2 MB request: fragmented by the client, reassembled by the backend
     let data = "y".repeat(2_000_000);
-    let r = c
-        .call(
-            MessageType::Request,
-            call_json(serde_json::json!({"func_name": "echo", "data": data})),
-            t,
-            "echo",
-            None,
-        )
-        .await
-        .unwrap();
+    let r = echo(&c, serde_json::json!(data), t).await.unwrap();
     assert_eq!(r.payload.len(), 2_000_002);
 
     // handler error
@@ -274,16 +253,7 @@ async fn request_reply_large_reply_and_bad_input() {
     assert_eq!(r.properties.get("info"), Some("{\"title\":\"t\"}"));
 
     // still serving
-    let r = c
-        .call(
-            MessageType::Request,
-            call_json(serde_json::json!({"func_name": "echo", "data": 1})),
-            t,
-            "echo",
-            None,
-        )
-        .await
-        .unwrap();
+    let r = echo(&c, serde_json::json!(1), t).await.unwrap();
     assert_eq!(r.payload, b"1");
 
     cancel.cancel();
@@ -416,11 +386,7 @@ async fn a_request_the_broker_refuses_fails_the_call_with_the_reason() {
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..5 {
         let c = c.clone();
-        calls.spawn(async move {
-            let payload = call_json(serde_json::json!({"func_name": "echo", "data": i}));
-            c.call(MessageType::Request, payload, Duration::from_secs(20), "echo", None)
-                .await
-        });
+        calls.spawn(async move { echo(&c, serde_json::json!(i), Duration::from_secs(20)).await });
     }
     // the first call to end is a refused one (the others were taken by the stuck backend and wait)
     let mut rejected = 0;
@@ -584,11 +550,7 @@ async fn reply_producers_without_keep_alive_reconnect_per_reply() {
     let c = client(&b, "no-keep-alive").await;
     wait_ready(&c).await;
     for i in 0..20 {
-        let payload = call_json(serde_json::json!({"func_name": "echo", "data": i}));
-        let r = c
-            .call(MessageType::Request, payload, Duration::from_secs(10), "echo", None)
-            .await
-            .unwrap();
+        let r = echo(&c, serde_json::json!(i), Duration::from_secs(10)).await.unwrap();
         assert_eq!(r.payload, i.to_string().into_bytes());
         if i % 5 == 0 {
             tokio::time::sleep(Duration::from_millis(120)).await; // let the producer retire in between
@@ -713,14 +675,7 @@ async fn wss_end_to_end_and_what_a_tls_port_does_with_strangers() {
 
     // a call over wss, with a fragmented 2 MB request and reply
     let data = "z".repeat(2_000_000);
-    let r = c
-        .call(
-            MessageType::Request,
-            call_json(serde_json::json!({"func_name": "echo", "data": data})),
-            Duration::from_secs(20),
-            "echo",
-            None,
-        )
+    let r = echo(&c, serde_json::json!(data), Duration::from_secs(20))
         .await
         .unwrap();
     assert_eq!(r.status, Status::Success);
@@ -766,16 +721,7 @@ async fn wss_end_to_end_and_what_a_tls_port_does_with_strangers() {
     let _silent = tokio::net::TcpStream::connect(b.addr).await.unwrap();
 
     // ... and everyone else is still served
-    let r = c
-        .call(
-            MessageType::Request,
-            call_json(serde_json::json!({"func_name": "echo", "data": 1})),
-            Duration::from_secs(10),
-            "echo",
-            None,
-        )
-        .await
-        .unwrap();
+    let r = echo(&c, serde_json::json!(1), Duration::from_secs(10)).await.unwrap();
     assert_eq!(r.payload, b"1");
 
     cancel.cancel();
@@ -846,31 +792,13 @@ async fn oversize_messages_are_clear_errors_not_buffered() {
 
     // a 2 MB request to a backend that reassembles at most ~1 MB: one error reply, nothing buffered
     let data = "q".repeat(2_000_000);
-    let r = c
-        .call(
-            MessageType::Request,
-            call_json(serde_json::json!({"func_name": "echo", "data": data})),
-            t,
-            "echo",
-            None,
-        )
-        .await
-        .unwrap();
+    let r = echo(&c, serde_json::json!(data), t).await.unwrap();
     assert_eq!(r.status, Status::Error);
     let text = String::from_utf8_lossy(&r.payload).into_owned();
     assert!(text.contains("exceeds the reassembly limit"), "{text}");
 
     // both sides still serve
-    let r = c
-        .call(
-            MessageType::Request,
-            call_json(serde_json::json!({"func_name": "echo", "data": "after"})),
-            t,
-            "echo",
-            None,
-        )
-        .await
-        .unwrap();
+    let r = echo(&c, serde_json::json!("after"), t).await.unwrap();
     assert_eq!(r.payload, br#""after""#);
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), be).await;
@@ -919,11 +847,7 @@ async fn held_back_acks_reach_the_broker_so_a_small_window_never_stalls() {
     for round in 0..10 {
         let calls = (0..16).map(|i| {
             let c = c.clone();
-            async move {
-                let payload = call_json(serde_json::json!({"func_name": "echo", "data": [round, i]}));
-                c.call(MessageType::Request, payload, Duration::from_secs(20), "echo", None)
-                    .await
-            }
+            async move { echo(&c, serde_json::json!([round, i]), Duration::from_secs(20)).await }
         });
         for (i, r) in futures_util::future::join_all(calls).await.into_iter().enumerate() {
             let r = r.unwrap();
