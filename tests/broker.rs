@@ -382,6 +382,107 @@ async fn persistent_keeps_unacked_messages_for_the_next_consumer() {
     b.shutdown().await;
 }
 
+async fn subscription_stats(b: &BrokerHandle, topic: &str, sub: &str) -> Value {
+    let (_, body) = http_get(b, "/admin/v2/stats HTTP/1.1\r\nHost: x").await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    body["topics"][topic]["subscriptions"][sub].clone()
+}
+
+#[tokio::test]
+async fn an_abandoned_persistent_subscription_drops_its_oldest_and_never_stops_the_topic() {
+    let cfg = BrokerConfig {
+        max_backlog: 5,
+        max_backlog_bytes: 1 << 20,
+        publish_hold: Duration::from_millis(300),
+        ..BrokerConfig::default()
+    };
+    let b = start(cfg).await;
+    // a subscription whose consumer went away for good (a backend restarted under a new name) ...
+    let old = ws(&b, &format!("{PC}/abandon/old")).await;
+    drop(old);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut live = ws(&b, &format!("{PC}/abandon/live")).await;
+    let mut p = ws(&b, &format!("{PP}/abandon")).await;
+    // ... does not stop the topic at its limit: every publish is accepted and the live one gets it all
+    for i in 0..12 {
+        let a = publish(&mut p, "eA==", json!({"i": i}), json!(i)).await;
+        assert_eq!(a["result"], "ok", "publish {i}: {a}");
+        let m = recv(&mut live).await;
+        assert_eq!(m["properties"]["i"], i.to_string());
+        ack(&mut live, &m).await;
+    }
+    let topic = "persistent://public/default/abandon";
+    let st = subscription_stats(&b, topic, "old").await;
+    assert_eq!(
+        (st["msgBacklog"].as_u64(), st["msgEvicted"].as_u64()),
+        (Some(5), Some(7)),
+        "{st}"
+    );
+    assert_eq!(subscription_stats(&b, topic, "live").await["msgEvicted"], 0);
+
+    // whoever comes back to it gets the newest five, in order; consuming slowly (one at a time, no acks),
+    // it makes the subscription refuse publishes at the limit instead of dropping what it holds
+    let mut back = ws(&b, &format!("{PC}/abandon/old?receiverQueueSize=1")).await;
+    assert_eq!(recv(&mut back).await["properties"]["i"], "7");
+    let mut refused = None;
+    for i in 12..20 {
+        let a = publish(&mut p, "eA==", json!({"i": i}), json!(i)).await;
+        if a["result"] != "ok" {
+            refused = Some(a);
+            break;
+        }
+        let m = recv(&mut live).await;
+        ack(&mut live, &m).await;
+    }
+    let a = refused.expect("a subscription with a consumer refuses at its limit");
+    assert_eq!(a["result"], "send-error:8");
+    assert!(
+        a["errorMsg"]
+            .as_str()
+            .unwrap()
+            .contains("backlog of subscription 'old' is full"),
+        "{a}"
+    );
+    assert_eq!(
+        subscription_stats(&b, topic, "old").await["msgEvicted"],
+        7,
+        "nothing more was dropped"
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_abandoned_persistent_subscription_keeps_at_most_its_bytes() {
+    // payloads of 8 bytes, room for 3 of them
+    let cfg = BrokerConfig {
+        max_backlog_bytes: 24,
+        ..BrokerConfig::default()
+    };
+    let b = start(cfg).await;
+    drop(ws(&b, &format!("{PC}/abytes/old")).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut p = ws(&b, &format!("{PP}/abytes")).await;
+    for i in 0..10 {
+        assert_eq!(
+            publish(&mut p, "eHh4eA==", json!({"i": i}), json!(i)).await["result"],
+            "ok"
+        );
+    }
+    let st = subscription_stats(&b, "persistent://public/default/abytes", "old").await;
+    assert_eq!(
+        (st["msgBacklog"].as_u64(), st["msgEvicted"].as_u64()),
+        (Some(3), Some(7)),
+        "{st}"
+    );
+    let mut back = ws(&b, &format!("{PC}/abytes/old")).await;
+    for i in 7..10 {
+        let m = recv(&mut back).await;
+        assert_eq!(m["properties"]["i"], i.to_string());
+        ack(&mut back, &m).await;
+    }
+    b.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_full_subscription_holds_the_producer_then_refuses_and_loses_nothing() {
     let cfg = BrokerConfig {
@@ -743,6 +844,7 @@ async fn stats_endpoint_reports_topics_and_subscriptions() {
     assert_eq!(sub["consumers"], 1);
     assert_eq!(sub["unackedMessages"], 2);
     assert_eq!(sub["msgBacklog"], 0);
+    assert_eq!(sub["msgEvicted"], 0);
     b.shutdown().await;
 }
 

@@ -499,7 +499,10 @@ async fn publish(text: Utf8Bytes, topic: &Arc<Topic>, state: &State, scratch: &m
         publish_time: scratch.publish_time(),
         key: frame.key,
     });
-    match topic.publish(msg, state.cfg.publish_hold, state.cfg.max_backlog).await {
+    match topic
+        .publish(msg, state.cfg.publish_hold, state.cfg.backlog_limit())
+        .await
+    {
         Ok(()) => ProducerAck::ok(id.to_string(), frame.context),
         Err(e) => ProducerAck::error(SEND_ERROR_UNKNOWN, e.to_string(), frame.context),
     }
@@ -550,7 +553,7 @@ async fn consumer(
                     unacked.iter().filter(|(_, (_, at, _))| now.duration_since(*at) >= limit).map(|(k, _)| k.clone()).collect();
                 for id in expired {
                     if let Some((_, _, d)) = unacked.remove(&id) {
-                        sub.requeue(d, topic.persistent, state.cfg.max_backlog);
+                        sub.requeue(d, topic.persistent, state.cfg.backlog_limit());
                     }
                 }
                 counter.store(unacked.len(), Ordering::Relaxed);
@@ -642,7 +645,7 @@ fn command(
         },
         Ok(ConsumerCommand::NegativeAck(id)) => match unacked.remove(id.as_str()) {
             Some((_, _, d)) => {
-                let (sub, persistent, max) = (sub.clone(), topic.persistent, state.cfg.max_backlog);
+                let (sub, persistent, max) = (sub.clone(), topic.persistent, state.cfg.backlog_limit());
                 tokio::spawn(async move {
                     tokio::time::sleep(opts.nack_delay).await;
                     sub.requeue(d, persistent, max);

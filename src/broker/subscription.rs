@@ -68,6 +68,58 @@ impl ConsumerSlot {
     }
 }
 
+/// Messages waiting for a consumer, with the bytes of their payloads counted.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    queue: VecDeque<Dispatch>,
+    bytes: usize,
+}
+
+impl Backlog {
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Payload bytes of the messages waiting.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn push_back(&mut self, d: Dispatch) {
+        self.bytes += d.msg.payload.len();
+        self.queue.push_back(d);
+    }
+
+    pub fn push_front(&mut self, d: Dispatch) {
+        self.bytes += d.msg.payload.len();
+        self.queue.push_front(d);
+    }
+
+    pub fn pop_front(&mut self) -> Option<Dispatch> {
+        let d = self.queue.pop_front()?;
+        self.bytes -= d.msg.payload.len();
+        Some(d)
+    }
+}
+
+/// How much a subscription keeps for consumers that are not there or cannot keep up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BacklogLimit {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+impl BacklogLimit {
+    /// Would `backlog` be over the limit with one more message of `bytes`?
+    pub fn exceeded_by(&self, backlog: &Backlog, bytes: usize) -> bool {
+        backlog.len() >= self.messages || backlog.bytes() + bytes > self.bytes
+    }
+}
+
 /// Mutable state of a subscription (behind the subscription's lock).
 #[derive(Debug)]
 pub struct SubState {
@@ -75,7 +127,10 @@ pub struct SubState {
     pub consumers: Vec<ConsumerSlot>,
     pub rr: usize,
     /// Messages waiting for a consumer (persistent topics only).
-    pub backlog: VecDeque<Dispatch>,
+    pub backlog: Backlog,
+    /// Messages dropped from the backlog of this subscription while it had no consumer (see
+    /// `Topic::publish`).
+    pub evicted: u64,
 }
 
 /// Where the next message goes.

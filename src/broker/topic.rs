@@ -4,7 +4,7 @@
 //! by a router task: a router adds a channel hop to every message, and per-message latency is what DASF
 //! calls feel. Locks are per topic and per subscription, so unrelated topics never contend.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,8 +12,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::subscription::{pick, ConsumerSlot, Dispatch, Pick, SubState, SubType};
+use super::subscription::{pick, Backlog, BacklogLimit, ConsumerSlot, Dispatch, Pick, SubState, SubType};
 use crate::protocol::Properties;
+
+const LOG: &str = "demessaging_rs.broker";
 
 /// A published message, shared by every subscription that receives it.
 #[derive(Debug)]
@@ -36,9 +38,9 @@ pub enum PublishError {
     /// Consumers did not make room in time.
     #[error("subscription '{0}' is full: consumers did not keep up within {1:?}")]
     Full(String, Duration),
-    /// The backlog of a persistent subscription without consumers is full.
-    #[error("backlog of subscription '{0}' is full ({1} messages)")]
-    BacklogFull(String, usize),
+    /// The backlog of a persistent subscription whose consumers do not keep up is full.
+    #[error("backlog of subscription '{sub}' is full (at most {} messages, {} bytes of payload)", limit.messages, limit.bytes)]
+    BacklogFull { sub: String, limit: BacklogLimit },
 }
 
 /// Why a consumer could not join a subscription.
@@ -73,13 +75,13 @@ impl Subscription {
 
     /// Put a message back for redelivery (negative ack, ack timeout). Without consumers it waits in the
     /// backlog on persistent topics and is dropped on non-persistent ones.
-    pub fn requeue(&self, mut d: Dispatch, persistent: bool, max_backlog: usize) -> bool {
+    pub fn requeue(&self, mut d: Dispatch, persistent: bool, limit: BacklogLimit) -> bool {
         d.redelivery += 1;
         let mut st = self.state.lock().expect("sub lock");
         if st.consumers.is_empty() && !persistent {
             return false;
         }
-        if st.backlog.len() >= max_backlog {
+        if limit.exceeded_by(&st.backlog, d.msg.payload.len()) {
             return false;
         }
         st.backlog.push_back(d);
@@ -196,7 +198,8 @@ impl Registry {
                             kind,
                             consumers: Vec::new(),
                             rr: 0,
-                            backlog: VecDeque::new(),
+                            backlog: Backlog::default(),
+                            evicted: 0,
                         }),
                         backlog_len: AtomicUsize::new(0),
                     });
@@ -289,7 +292,7 @@ fn hand_over(st: &mut SubState) {
 impl Topic {
     /// Deliver `msg` to every subscription. Waits (bounded by `hold`) when a subscription's consumers are
     /// all full; returns an error rather than dropping anything it accepted.
-    pub async fn publish(&self, msg: Arc<Message>, hold: Duration, max_backlog: usize) -> Result<(), PublishError> {
+    pub async fn publish(&self, msg: Arc<Message>, hold: Duration, limit: BacklogLimit) -> Result<(), PublishError> {
         self.msg_in.fetch_add(1, Ordering::Relaxed);
         let subs = self.fanout.lock().expect("fanout lock").clone();
         // no subscription: non-persistent drops the message (Pulsar semantics); persistent has nobody to
@@ -304,11 +307,7 @@ impl Topic {
                 let st = &mut *guard;
                 if !st.backlog.is_empty() {
                     // older messages wait: keep publish order by queueing behind them
-                    if st.backlog.len() >= max_backlog {
-                        return Err(PublishError::BacklogFull(sub.name.clone(), max_backlog));
-                    }
-                    st.backlog.push_back(d);
-                    redistribute(st, &sub.backlog_len);
+                    self.keep(sub, st, d, limit)?;
                     continue;
                 }
                 let n = st.consumers.len();
@@ -321,11 +320,7 @@ impl Topic {
                     Pick::Wait(i) => Some((st.consumers[i].tx.clone(), d)),
                     Pick::Nobody => {
                         if self.persistent {
-                            if st.backlog.len() >= max_backlog {
-                                return Err(PublishError::BacklogFull(sub.name.clone(), max_backlog));
-                            }
-                            st.backlog.push_back(d);
-                            redistribute(st, &sub.backlog_len);
+                            self.keep(sub, st, d, limit)?;
                         }
                         None
                     }
@@ -342,13 +337,54 @@ impl Topic {
                         // the consumer left meanwhile: keep it for the subscription if persistent
                         if self.persistent {
                             let mut st = sub.state.lock().expect("sub lock");
-                            st.backlog.push_back(d);
-                            redistribute(&mut st, &sub.backlog_len);
+                            self.keep(sub, &mut st, d, limit)?;
                         }
                     }
                 }
             }
         }
+        Ok(())
+    }
+}
+
+impl Topic {
+    /// Queue `d` in the backlog of `sub`. At the limit, a subscription with consumers (that do not keep
+    /// up) refuses it, and one without consumers drops its oldest messages to make room: nobody may read
+    /// it again (a backend that restarts takes a subscription of a new name), and it must not stop the
+    /// topic for the subscriptions that are read.
+    fn keep(
+        &self,
+        sub: &Subscription,
+        st: &mut SubState,
+        d: Dispatch,
+        limit: BacklogLimit,
+    ) -> Result<(), PublishError> {
+        let size = d.msg.payload.len();
+        if limit.exceeded_by(&st.backlog, size) {
+            if !st.consumers.is_empty() {
+                return Err(PublishError::BacklogFull {
+                    sub: sub.name.clone(),
+                    limit,
+                });
+            }
+            let before = st.evicted;
+            while limit.exceeded_by(&st.backlog, size) && st.backlog.pop_front().is_some() {
+                st.evicted += 1;
+            }
+            if before == 0 {
+                tracing::warn!(
+                    target: LOG,
+                    "subscription '{}' of {} has no consumer and holds {} messages ({} bytes of payload): \
+                     its oldest messages are dropped from now on (msgEvicted in /admin/v2/stats)",
+                    sub.name,
+                    self.name,
+                    st.backlog.len(),
+                    st.backlog.bytes()
+                );
+            }
+        }
+        st.backlog.push_back(d);
+        redistribute(st, &sub.backlog_len);
         Ok(())
     }
 }
@@ -365,6 +401,9 @@ pub struct SubStats {
     /// Messages written to consumers and not yet acked.
     #[serde(rename = "unackedMessages")]
     pub unacked: usize,
+    /// Messages dropped from the backlog while no consumer was connected (see `Topic::keep`).
+    #[serde(rename = "msgEvicted")]
+    pub evicted: u64,
 }
 
 impl Subscription {
@@ -377,6 +416,7 @@ impl Subscription {
             consumers: st.consumers.len(),
             backlog: st.backlog.len() + queued,
             unacked: st.consumers.iter().map(|c| c.unacked.load(Ordering::Relaxed)).sum(),
+            evicted: st.evicted,
         }
     }
 }
