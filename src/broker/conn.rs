@@ -626,7 +626,12 @@ async fn consumer(
     rest
 }
 
-/// Handle one consumer command; returns an error message to send back, if any.
+/// Handle one consumer command; returns the frame to send back, if any.
+///
+/// As Pulsar's proxy, well-formed commands get no answer but `isEndOfTopic`'s: an ack or negative ack of
+/// an id this consumer does not hold (acked twice, say) and a permit outside pull mode are ignored (a
+/// debug line), since a client written for Pulsar takes every frame on this socket for a message or an
+/// end-of-topic answer. Only a frame that is no command at all gets an error answer.
 fn command(
     text: &str,
     unacked: &mut HashMap<Arc<str>, (u64, tokio::time::Instant, Dispatch)>,
@@ -634,14 +639,15 @@ fn command(
     sub: &Arc<Subscription>,
     opts: ConsumerOpts,
     state: &State,
-) -> Option<CommandError> {
+) -> Option<CommandReply> {
+    let ignored = |what: &str| {
+        tracing::debug!(target: LOG, "consumer of {} on {}: {what}, ignored", sub.name, topic.name);
+        None
+    };
     match ConsumerCommand::parse(text) {
         Ok(ConsumerCommand::Ack(id)) => match unacked.remove(id.as_str()) {
             Some(_) => None,
-            None => Some(CommandError::new(
-                "ack",
-                format!("unknown or already acknowledged messageId {id:?}"),
-            )),
+            None => ignored(&format!("ack of unknown or already acknowledged messageId {id:?}")),
         },
         Ok(ConsumerCommand::NegativeAck(id)) => match unacked.remove(id.as_str()) {
             Some((_, _, d)) => {
@@ -652,26 +658,32 @@ fn command(
                 });
                 None
             }
-            None => Some(CommandError::new(
-                "negativeAcknowledge",
-                format!("unknown messageId {id:?}"),
-            )),
+            None => ignored(&format!("negative ack of unknown messageId {id:?}")),
         },
-        Ok(ConsumerCommand::Permit(_)) => {
-            Some(CommandError::new("permit", "pull mode is not supported by this broker"))
-        }
-        Ok(ConsumerCommand::IsEndOfTopic) => Some(CommandError::new(
-            "isEndOfTopic",
-            "isEndOfTopic is not supported by this broker",
-        )),
+        Ok(ConsumerCommand::Permit(_)) => ignored("permit outside pull mode"),
+        // topics are never terminated here
+        Ok(ConsumerCommand::IsEndOfTopic) => Some(CommandReply::EndOfTopic { end_of_topic: false }),
         Err(e) => {
             tracing::debug!(target: LOG, "consumer on {}: {e}", topic.name);
-            Some(CommandError::new("invalid", e.to_string()))
+            Some(CommandReply::Error(CommandError::new("invalid", e.to_string())))
         }
     }
 }
 
-/// Error answer to a consumer command the broker cannot carry out.
+/// What a consumer command is answered with.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+enum CommandReply {
+    /// Pulsar's answer to `isEndOfTopic`.
+    EndOfTopic {
+        #[serde(rename = "endOfTopic")]
+        end_of_topic: bool,
+    },
+    /// A frame that is no consumer command.
+    Error(CommandError),
+}
+
+/// Error answer to a consumer frame the broker cannot read.
 #[derive(Debug, serde::Serialize)]
 struct CommandError {
     result: &'static str,
