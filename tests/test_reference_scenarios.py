@@ -130,6 +130,24 @@ def test_module_members(sm, kind):
     assert [c.name for c in info.classes] == (["Class"] if kind == "all" else [])
 
 
+def test_a_module_without_all_serves_its_public_functions_imported_ones_too(tmp_path, monkeypatch):
+    """As the reference: every public function in the namespace, so a backend that re-exports helpers
+    keeps serving them; private names, classes and this package's own functions (main) are not served."""
+    (tmp_path / "noall_helpers.py").write_text('def compute(x: int) -> int:\n    """Double it."""\n    return 2 * x\n')
+    (tmp_path / "noall_backend.py").write_text(
+        "from noall_helpers import compute\n"
+        "from demessaging_rs import main, configure\n\n"
+        "def hello(name: str) -> str:\n    return 'hi ' + name\n\n"
+        "def _hidden() -> int:\n    return 1\n\n"
+        "class Thing:\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    Model = module_model("noall_backend")
+    assert [f.name for f in Model.get_api_info().functions] == ["compute", "hello"]
+    assert Model.get_api_info().classes == []
+    assert Model.model_validate({"func_name": "compute", "x": 4}).root().root == 8
+
+
 def test_module_json_schema_extra():
     Model = module_model(json_schema_extra={"testModuleExtra": {"testModule": "attribute"}})
     assert Model.model_json_schema()["testModuleExtra"] == {"testModule": "attribute"}

@@ -71,6 +71,12 @@ else:
     _RootModel = RootModel  # not RootModel[Any]: that would be a parametrized subclass of RootModel
 
 
+def _is_ours(obj: Any) -> bool:
+    """Is `obj` defined by this package (or its `demessaging` stand-in for zero-edit mode)?"""
+    top = (getattr(obj, "__module__", None) or "").split(".", 1)[0]
+    return top in ("demessaging_rs", "demessaging")
+
+
 def _optional_module(name: str) -> Any:
     """The module `name` of an optional dependency, or ``None`` when it is not installed (typed ``Any``: the
     module may be missing or lack type information)."""
@@ -180,10 +186,12 @@ class BackendModule(SchemaExtraMixin, _RootModel):
             if hasattr(module, "__all__"):
                 members = list(module.__all__)
             else:
+                # every public function in the module's namespace, imported ones too (a backend may
+                # re-export helpers), as the reference; but not this package's own (main, configure)
                 members = [
                     obj
                     for name, obj in inspect.getmembers(module, inspect.isfunction)
-                    if not name.startswith("_") and obj.__module__ == module.__name__
+                    if not name.startswith("_") and not _is_ours(obj)
                 ]
         if not members:
             raise ConfigurationError(
