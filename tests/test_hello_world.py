@@ -78,6 +78,16 @@ def test_our_client_calls_the_reference_backend(broker, backends, tmp_path):
     assert model.send_request({"func_name": "hello_world", "name": "Rust"}).root == "Hello World, Rust"
 
 
+def test_our_client_sends_the_reference_backend_a_request_over_500_kb(broker, backends, tmp_path):
+    """Requests up to 765 KiB go in one frame, as the reference client sends them: the reference backend
+    cannot reassemble fragments (it would parse the first as the whole request)."""
+    backends.start(reference_copy(BACKENDS / "big.py", tmp_path), "big-ref-backend")
+    mod = load(BACKENDS / "big.py")
+    model = model_for(broker, "big-ref-backend", mod.echo)
+    data = "z" * 700_000  # above max_payload_size (512000), below the one-frame limit
+    assert model.send_request({"func_name": "echo", "data": data}).root == data
+
+
 @pytest.mark.parametrize("example", ["hello_world.py", "greet.py", "hello_world_class.py"])
 def test_schema_equals_the_reference(run_python, tmp_path, example):
     ours = run_python(str(EXAMPLES / example), "schema")

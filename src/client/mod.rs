@@ -28,6 +28,13 @@ use crate::transport::{self, ConnectOptions, WsReader};
 
 const LOG: &str = "demessaging_rs.client";
 
+/// Requests up to this raw size go in one frame whatever `max_payload_size` says: as the reference
+/// client sends every request (it never fragments one, and its backend cannot reassemble), and in a frame
+/// that Pulsar's proxy takes (`webSocketMaxTextFrameSize`, 1 MiB by default: base64 of 765 KiB plus 4 KiB
+/// for properties). A reference backend thus reads every request its own client could have sent through
+/// Pulsar; larger ones are fragmented, which our backends reassemble.
+pub const ONE_FRAME_REQUEST: usize = ((1 << 20) - (4 << 10)) / 4 * 3;
+
 /// How a client connects and behaves.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -37,7 +44,7 @@ pub struct ClientConfig {
     pub topic: String,
     /// Connection options (headers, timeouts, frame limits).
     pub connect: ConnectOptions,
-    /// Requests whose raw size exceeds this are sent in fragments.
+    /// Requests whose raw size exceeds this, and [`ONE_FRAME_REQUEST`], are sent in fragments.
     pub max_payload_size: usize,
     /// Bounds for reassembling fragmented replies.
     pub reassembly: ReassemblyLimits,
@@ -439,7 +446,7 @@ impl Client {
             payload,
             context: context.clone(),
         };
-        Ok((context, out.frames(inner.cfg.max_payload_size)))
+        Ok((context, out.frames(inner.cfg.max_payload_size.max(ONE_FRAME_REQUEST))))
     }
 
     /// Send `payload` as a DASF message of `msg_type` and wait for the matching reply.
@@ -747,4 +754,37 @@ fn handle_reply(inner: &Inner, d: Delivery) {
         properties: props,
     });
     resolve(inner, &context, result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::dasf::Outgoing;
+
+    fn request(len: usize) -> Outgoing {
+        let mut properties = Map::new();
+        properties.insert(
+            dasf::RESPONSE_TOPIC.into(),
+            Value::String(format!("{}_abcdefgh", "t".repeat(200))),
+        );
+        properties.insert(dasf::REQUEST_CONTEXT.into(), Value::String(u64::MAX.to_string()));
+        properties.insert(dasf::MESSAGE_TYPE.into(), Value::String("request".into()));
+        Outgoing {
+            properties,
+            payload: Bytes::from(vec![b'x'; len]),
+            context: u64::MAX.to_string(),
+        }
+    }
+
+    #[test]
+    fn requests_up_to_the_one_frame_limit_fit_pulsars_default_frame() {
+        let frames: Vec<String> = request(ONE_FRAME_REQUEST)
+            .frames(512_000.max(ONE_FRAME_REQUEST))
+            .collect();
+        assert_eq!(frames.len(), 1, "one frame, as the reference client sends it");
+        assert!(frames[0].len() <= 1 << 20, "{} bytes", frames[0].len());
+        let frames: Vec<String> = request(ONE_FRAME_REQUEST + 1).frames(ONE_FRAME_REQUEST).collect();
+        assert_eq!(frames.len(), 2, "beyond it, fragments");
+        assert!(frames.iter().all(|f| f.len() <= 1 << 20));
+    }
 }
