@@ -106,3 +106,32 @@ def test_send_response_outside_a_request_is_refused_with_a_log(consumer, caplog)
     assert "is not being handled" in caplog.text
     assert not MessageConsumer.is_valid_request({"properties": {"response_topic": "t", "requestContext": 1}})
     assert MessageConsumer.extract_context({"properties": {"requestContext": 7}}) == "7"
+
+
+def test_an_abandoned_send_request_holds_neither_asyncio_run_nor_the_exit(broker, run_python, tmp_path):
+    """As the reference's (a daemon thread per request): a call whose task was cancelled, or that a daemon
+    thread still waits for, lets asyncio.run return and the process exit, long before call_timeout."""
+    script = tmp_path / "abandon.py"
+    script.write_text(f"""
+import asyncio, base64, threading
+from demessaging_rs.backend.utils import run_async
+from demessaging_rs.config import PulsarConfig
+from demessaging_rs.messaging import MessageProducer
+
+producer = MessageProducer(PulsarConfig(topic="nobody-answers", host="127.0.0.1", port={broker.port}))
+assert producer.wait_for_connection(timeout=10)
+request = {{"payload": base64.b64encode(b"{{}}").decode(), "properties": {{}}}}
+
+async def main():
+    try:
+        await asyncio.wait_for(producer.send_request(dict(request)), 0.5)
+    except asyncio.TimeoutError:
+        print("gave up", flush=True)
+
+asyncio.run(main())
+threading.Thread(target=run_async, args=(producer.send_request, dict(request)), daemon=True).start()
+print("exiting", flush=True)
+""")
+    out = run_python(str(script), timeout=120)  # call_timeout is 600 s: a held exit would time out here
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["gave", "up", "exiting"]

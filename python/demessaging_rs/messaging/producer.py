@@ -11,9 +11,10 @@ import asyncio
 import base64
 import json
 import logging
+import threading
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, TypeVar
 
 from demessaging_rs._core import Client
 from demessaging_rs.messaging.connection import WebsocketConnection
@@ -26,8 +27,42 @@ __all__ = ["MessageProducer", "decode_progress"]
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: ``on_progress(report)``: a deprogressapi report (or the decoded JSON, or the text, of what is not one)
 ProgressCallback = Callable[[Any], Any]
+
+
+async def _in_daemon_thread(work: Callable[[], T]) -> T:
+    """Await `work()` run on a daemon thread of its own, as the reference runs a raw request.
+
+    NOTE: not the loop's default executor: ``asyncio.run`` joins that executor's threads when it ends, and
+    the interpreter does at exit, so a call whose awaiting task was cancelled (``asyncio.wait_for``) or
+    that nobody awaits any more would hold the process for up to its ``call_timeout`` (600 s).
+    """
+    loop = asyncio.get_running_loop()
+    done: "asyncio.Future[T]" = loop.create_future()
+
+    def settle(result: Any, error: Optional[BaseException]) -> None:
+        if done.cancelled():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)
+
+    def run() -> None:
+        try:
+            outcome: Tuple[Any, Optional[BaseException]] = (work(), None)
+        except BaseException as e:  # handed to the awaiting task
+            outcome = (None, e)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits for the outcome any more
+
+    threading.Thread(target=run, name="dasf-send-request", daemon=True).start()
+    return await done
 
 
 def decode_progress(payload: bytes) -> Any:
@@ -166,9 +201,8 @@ class MessageProducer(WebsocketConnection):
             else:
                 logger.info("progress: %s", report)
 
-        loop = asyncio.get_running_loop()
-        status, body, reply_props = await loop.run_in_executor(
-            None, lambda: self.call_raw(raw.decode("utf-8"), timeout, "request", message_type, progress)
+        status, body, reply_props = await _in_daemon_thread(
+            lambda: self.call_raw(raw.decode("utf-8"), timeout, "request", message_type, progress)
         )
         if "info" in reply_props:
             return {"status": reply_props.get("status", Status.SUCCESS.value), "msg": reply_props["info"]}
