@@ -148,6 +148,16 @@ def test_a_module_without_all_serves_its_public_functions_imported_ones_too(tmp_
     assert Model.model_validate({"func_name": "compute", "x": 4}).root().root == 8
 
 
+def test_main_moves_deprecated_messaging_keywords_header_too():
+    """main(host=..., header=...) warns and moves them to messaging_config, as the reference does."""
+    with pytest.warns(DeprecationWarning) as record:
+        Model = backend.main("scenario_module", "-t", "deprecated-kws", header={"authorization": "Token abc"},
+                             port=8123)
+    assert sorted(str(w.message).split(" parameter")[0] for w in record) == ["The header", "The port"]
+    mc = Model.backend_config.messaging_config
+    assert (mc.header, mc.port, mc.topic) == ({"authorization": "Token abc"}, "8123", "deprecated-kws")
+
+
 def test_module_json_schema_extra():
     Model = module_model(json_schema_extra={"testModuleExtra": {"testModule": "attribute"}})
     assert Model.model_json_schema()["testModuleExtra"] == {"testModule": "attribute"}

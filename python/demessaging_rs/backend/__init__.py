@@ -27,7 +27,7 @@ def main(module_name: str = "__main__", *args: str, **config_kws: Any) -> Type[B
     from demessaging_rs.cli import UNKNOWN_TOPIC, get_parser
 
     for key in list(PulsarConfig.model_fields):
-        if key in config_kws and key != "header":
+        if key in config_kws:
             value = config_kws.pop(key)
             warnings.warn(
                 f"The {key} parameter has been moved to the messaging_config: "
