@@ -65,6 +65,20 @@ def test_call_timeout_names_topic_and_function(broker):
     assert isinstance(info.value, TimeoutError)
 
 
+def test_an_unreachable_broker_is_a_connection_error_and_a_value_error_as_in_the_reference():
+    from demessaging_rs import Broker
+    from demessaging_rs.exceptions import BrokerConnectionError
+
+    gone = Broker(port=0)
+    port = gone.port
+    gone.stop()
+    model = BackendModule.create_model(members=[load(EXAMPLES / "hello_world.py").hello_world],
+                                       messaging_config={"topic": "t", "host": "127.0.0.1", "port": port})
+    with pytest.raises(BrokerConnectionError) as info:
+        model.send_request({"func_name": "hello_world"})
+    assert isinstance(info.value, ConnectionError) and isinstance(info.value, ValueError)
+
+
 def test_reference_client_calls_our_backend(broker, backends, run_python, tmp_path):
     backends.start(EXAMPLES / "greet.py", "greet-ref-client")
     messaging = f'topic="greet-ref-client", host="127.0.0.1", port="{broker.port}"'

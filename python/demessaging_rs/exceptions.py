@@ -25,8 +25,11 @@ class ConfigurationError(DemessagingError, ValueError):
     """A setting (URL, header, message type, worker count, ...) cannot work."""
 
 
-class BrokerConnectionError(DemessagingError, ConnectionError):
-    """The message broker could not be reached, or the connection was lost while waiting."""
+class BrokerConnectionError(DemessagingError, ConnectionError, ValueError):
+    """The message broker could not be reached, or the connection was lost while waiting.
+
+    Also a ``ValueError``: the reference raises one (``No websocket connection has been established!``)
+    when it cannot connect."""
 
 
 class CallTimeout(DemessagingError, TimeoutError):
