@@ -158,6 +158,34 @@ def test_main_moves_deprecated_messaging_keywords_header_too():
     assert (mc.header, mc.port, mc.topic) == ({"authorization": "Token abc"}, "8123", "deprecated-kws")
 
 
+def test_a_parameter_documented_in_the_class_and_in_init_takes_the_class_docstring():
+    class Calc:
+        """A calculator.
+
+        Parameters
+        ----------
+        base : int
+            the class-doc base
+        """
+
+        def __init__(self, base: int, scale: int = 1):
+            """Make one.
+
+            Parameters
+            ----------
+            base : int
+                the init-doc base
+            scale : int
+                the scale
+            """
+
+        def add(self, x: int) -> int:
+            return x
+
+    props = backend.BackendClass.create_model(Calc).model_json_schema()["properties"]
+    assert (props["base"]["description"], props["scale"]["description"]) == ("the class-doc base", "the scale")
+
+
 def test_module_json_schema_extra():
     Model = module_model(json_schema_extra={"testModuleExtra": {"testModule": "attribute"}})
     assert Model.model_json_schema()["testModuleExtra"] == {"testModule": "attribute"}

@@ -9,7 +9,7 @@ import threading
 import unicodedata
 import warnings
 from itertools import chain
-from typing import TYPE_CHECKING, Any, Callable, Dict, Literal, Tuple, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Callable, Dict, Literal, Optional, Tuple, Union, get_args, get_origin
 
 from deprogressapi import BaseReport
 from pydantic import Field
@@ -50,7 +50,9 @@ def get_fields(
     fields: Dict[str, Tuple[Any, Any]] = {
         "func_name": (Literal[name], Field(description=f"The name of the function. Must be {name!r}")),
     }
-    param_docs = {p.arg_name: p.description for p in docstring.params}
+    param_docs: Dict[str, Optional[str]] = {}
+    for doc in docstring.params:
+        param_docs.setdefault(doc.arg_name, doc.description)  # the first entry wins (a class's own docstring)
     for key, param in sig.parameters.items():
         if key == "self":
             continue
