@@ -56,6 +56,9 @@ def test_backend_errors_raise_with_the_backend_text(broker, backends):
         model.send_request({"func_name": "fail", "message": "boom"})
     assert isinstance(info.value, ValueError)  # code catching the reference's ValueError keeps working
     assert model.send_request({"func_name": "add", "a": 1, "b": 2}).root == 3
+    # the backend's log has the failure with its traceback (the caller gets it only with --debug)
+    log = open(backends.procs[0].log_path).read()
+    assert "Failed processing request" in log and "Traceback" in log and "RuntimeError: boom" in log, log
 
 
 def test_call_timeout_names_topic_and_function(broker):

@@ -290,7 +290,8 @@ class BackendModule(SchemaExtraMixin, _RootModel):
         debug = cls.backend_config.debug
 
         def failure(header: str, e: BaseException) -> Tuple[bool, str]:
-            logger.error("failed processing request %s", responder.message_id, exc_info=debug)
+            # the traceback goes to the log always, to the caller only with debug (as the reference)
+            logger.error("Failed processing request %s", responder.message_id, exc_info=True)
             return False, f"{header}: {traceback.format_exc() if debug else e}"
 
         try:

@@ -141,7 +141,7 @@ class MessageConsumer(WebsocketConnection):
             try:
                 self.handle_request(msg)
             except Exception as e:
-                logger.error("failed processing request %s", responder.message_id, exc_info=True)
+                logger.error("Failed processing request %s", responder.message_id, exc_info=True)
                 if not call.answered:
                     return False, f"error executing request: {e}"
         if not call.answered:
