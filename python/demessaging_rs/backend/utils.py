@@ -92,9 +92,9 @@ def get_desc(docstring: "docstring_parser.Docstring") -> str:
     return desc.strip()
 
 
-def camelize(word: str) -> str:
+def camelize(w: str) -> str:
     """Upper-case the first letter."""
-    return word[:1].upper() + word[1:]
+    return w[:1].upper() + w[1:]
 
 
 def snake_to_camel(*words: str) -> str:
@@ -102,9 +102,13 @@ def snake_to_camel(*words: str) -> str:
     return "".join(camelize(w) for w in chain.from_iterable(word.split("_") for word in words))
 
 
-def slugify(value: str) -> str:
-    """A file-name safe ASCII version of `value`."""
-    value = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode("ascii")
+def slugify(value: str, allow_unicode: bool = False) -> str:
+    """A file-name safe version of `value`: lower case, runs of spaces and dashes as one dash, nothing but
+    word characters and dashes; ASCII unless `allow_unicode`."""
+    if allow_unicode:
+        value = unicodedata.normalize("NFKC", str(value))
+    else:
+        value = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode("ascii")
     value = re.sub(r"[^\w\s-]", "", value.lower())
     return re.sub(r"[-\s]+", "-", value).strip("-_")
 

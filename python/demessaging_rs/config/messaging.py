@@ -130,7 +130,7 @@ class BaseMessagingConfig(BaseSettings):
     _producer: Optional["MessageProducer"] = None
 
     @model_validator(mode="after")
-    def _check_queue_size(self) -> "BaseMessagingConfig":
+    def validate_queue_size(self) -> "BaseMessagingConfig":
         if self.queue_size is not None and self.max_workers is not None and self.queue_size < self.max_workers:
             raise ValueError(
                 f"queue_size ({self.queue_size}) needs to be larger than or equal to max_workers ({self.max_workers})"

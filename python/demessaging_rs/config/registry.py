@@ -29,7 +29,7 @@ class ApiRegistry(BaseModel):
 
     @field_validator("imports")
     @classmethod
-    def _importable(cls, imports: Dict[str, str]) -> Dict[str, str]:
+    def can_import_import(cls, imports: Dict[str, str]) -> Dict[str, str]:
         failures = []
         for module in imports:
             try:
