@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
 import signal
 import threading
 import time
@@ -33,9 +34,11 @@ def _subscription(**messaging: object) -> str:
 
 
 def test_replicas_meet_on_one_subscription_unless_exclusive():
-    # Exclusive (the default) keeps the reference's name per start time
-    assert re.fullmatch(r"backend-module-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d", _subscription())
-    assert re.fullmatch(r"backend-module-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d", _subscription(subscription_type="Exclusive"))
+    # Exclusive (the default) keeps the reference's name: local start time to the second
+    before = datetime.now().replace(microsecond=0)
+    for name in (_subscription(), _subscription(subscription_type="Exclusive")):
+        assert re.fullmatch(r"backend-module-\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", name), name
+        assert before <= datetime.fromisoformat(name[len("backend-module-"):]) <= datetime.now()
     # replicas started at different times must still share: a fixed name per type
     assert _subscription(subscription_type="Shared") == "backend-module-shared"
     assert _subscription(subscription_type="Failover") == "backend-module-failover"

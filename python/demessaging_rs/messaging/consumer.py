@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import threading
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple, Union, cast
 
 from demessaging_rs.messaging.connection import WebsocketConnection
@@ -86,9 +87,13 @@ class MessageConsumer(WebsocketConnection):
         from demessaging_rs._core import Backend
 
         mc = self.pulsar_config
+        subscription = getattr(mc, "subscription", None)
+        if subscription is None and getattr(mc, "subscription_type", None) in (None, "Exclusive"):
+            # the reference's name: local start time to the second
+            subscription = "backend-module-" + datetime.now().isoformat()[:19]
         serve = {
             "topic": mc.topic,
-            "subscription": getattr(mc, "subscription", None),
+            "subscription": subscription,
             "subscription_type": getattr(mc, "subscription_type", None),
             "max_workers": mc.max_workers,
             "queue_size": mc.queue_size,
