@@ -133,6 +133,22 @@ def test_generated_stub_calls_the_backend(broker, backends, run_python, tmp_path
     assert "RESULT HelloWorld" in call.stdout
 
 
+@pytest.mark.parametrize("formatters", [[], ["--no-formatters"]])
+def test_a_generated_stub_keeps_the_modules_future_imports_first(run_python, tmp_path, formatters):
+    """``from __future__ import annotations`` of the backend heads its stub (right after the docstring, the
+    only place Python takes it), so annotations copied from the module mean the same there."""
+    (tmp_path / "future_backend.py").write_text(
+        '"""A backend with lazy annotations."""\nfrom __future__ import annotations\n\nfrom typing import List\n'
+        "from demessaging_rs import main\n\n__all__ = ['total']\n\n\n"
+        "def total(xs: List[int]) -> int:\n    return sum(xs)\n\n\n"
+        "if __name__ == '__main__':\n    main(messaging_config=dict(topic='future-topic'))\n"
+    )
+    gen = run_python("future_backend.py", "generate", *formatters)
+    assert gen.returncode == 0, gen.stderr
+    assert gen.stdout.count("from __future__ import annotations") == 1
+    compile(gen.stdout, "stub.py", "exec")  # a future import anywhere else is a SyntaxError
+
+
 def test_websocket_url_and_test_connect(broker, backends, run_python):
     """--websocket-url addresses the broker the dasf-broker-django way (/ws/<topic>[/<subscription>])."""
     url = f"ws://127.0.0.1:{broker.port}/ws"

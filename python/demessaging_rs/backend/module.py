@@ -531,7 +531,9 @@ class BackendModule(SchemaExtraMixin, _RootModel):
         With `use_async`, the stub's functions and methods are ``async def`` and await the backend."""
         import sys
 
-        code = cls.backend_config.render(use_async=use_async)
+        module = cls.backend_config.module
+        future = utils.get_future_imports(module) if module is not None else ""
+        code = cls.backend_config.render(use_async=use_async, future_imports=future)
         if use_formatters:
             missing = []
             isort = _optional_module("isort")

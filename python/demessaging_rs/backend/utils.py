@@ -9,7 +9,7 @@ import threading
 import unicodedata
 import warnings
 from itertools import chain
-from typing import TYPE_CHECKING, Any, Callable, Dict, Literal, Optional, Tuple, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, Tuple, Union, get_args, get_origin
 
 from deprogressapi import BaseReport
 from pydantic import Field
@@ -113,26 +113,37 @@ def slugify(value: str, allow_unicode: bool = False) -> str:
     return re.sub(r"[-\s]+", "-", value).strip("-_")
 
 
-def get_module_imports(mod: Any) -> str:
-    """The import statements in a module's source, in source order, for generated client stubs.
-
-    As in the reference (which collects them with isort), imports anywhere in the module count, also
-    those under ``try``/``if`` blocks and inside functions or classes; ``from __future__`` imports are left
-    out (they would not be the first statement of the stub) and repeated statements are kept once.
-    """
+def _import_statements(mod: Any) -> List[Tuple[bool, str]]:
+    """(is a ``from __future__`` import, statement) of every import in a module's source, in source order
+    and each statement once."""
     import ast
 
     try:
         tree = ast.parse(inspect.getsource(mod))
     except (OSError, TypeError, SyntaxError):
-        return ""
-    nodes = [
-        node
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import) or (isinstance(node, ast.ImportFrom) and node.module != "__future__")
-    ]
+        return []
+    nodes = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
     nodes.sort(key=lambda node: (node.lineno, node.col_offset))
-    return "\n".join(dict.fromkeys(ast.unparse(node) for node in nodes))
+    statements = dict.fromkeys(
+        (isinstance(node, ast.ImportFrom) and node.module == "__future__", ast.unparse(node)) for node in nodes
+    )
+    return list(statements)
+
+
+def get_module_imports(mod: Any) -> str:
+    """The import statements in a module's source, in source order, for generated client stubs.
+
+    As in the reference (which collects them with isort), imports anywhere in the module count, also
+    those under ``try``/``if`` blocks and inside functions or classes; repeated statements are kept once.
+    ``from __future__`` imports are left out: see :func:`get_future_imports`.
+    """
+    return "\n".join(statement for future, statement in _import_statements(mod) if not future)
+
+
+def get_future_imports(mod: Any) -> str:
+    """The ``from __future__`` imports of a module's source: a generated stub starts with them (after its
+    docstring), so that annotations copied from the module mean there what they meant in the module."""
+    return "\n".join(statement for future, statement in _import_statements(mod) if future)
 
 
 class AsyncIoThread(threading.Thread):
