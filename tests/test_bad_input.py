@@ -117,6 +117,23 @@ def test_raw_malformed_messages(broker, big_backend):
     assert_still_serving(big_backend)
 
 
+def test_a_thousand_requests_that_never_complete_do_not_stop_the_backend(broker, big_backend):
+    """First fragments of requests whose other fragments never come (a killed uploader's, a hostile
+    producer's, each announcing 100000 pieces): as many as the broker lets a consumer hold unacked. The
+    backend keeps serving, and holds no more than the pieces that came."""
+    prod = _raw(broker, "/ws/v2/producer/non-persistent/public/default/bad-input")
+    try:
+        base = {"response_topic": "nobody-reads-this", "messageType": "request", "num_fragments": 100_000}
+        for i in range(1000):
+            prod.send(json.dumps({"payload": "QUJD", "properties": {**base, "requestContext": f"p{i}", "fragment": 0},
+                                  "context": str(i)}))
+        acks = [json.loads(prod.recv()) for _ in range(1000)]
+        assert all(a["result"] == "ok" for a in acks)
+    finally:
+        prod.close()
+    assert_still_serving(big_backend)
+
+
 def test_listen_without_broker_retries_with_a_clear_message(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,7 +7,8 @@
 //! error reply when a response topic is known and a warning otherwise. Every delivery is acked, so a
 //! persistent topic never redelivers a poison message forever. A request is acked when a worker takes it,
 //! not when it arrives: a replica that dies leaves the requests it had not started unacked, and the broker
-//! hands them to the other consumers (persistent Shared topics); only what was running is lost. A request
+//! hands them to the other consumers (persistent Shared topics); only what was running is lost, and the
+//! fragments received of a request that was still arriving (they are acked on arrival). A request
 //! whose connection was lost before a worker took it is left to that redelivery (persistent topics only),
 //! so nothing runs twice.
 //!
@@ -201,7 +202,6 @@ pub async fn run(cfg: BackendConfig, handler: Arc<dyn Handler>, cancel: Cancella
         handler,
         pool,
         reassembly: Reassembler::new(cfg.reassembly),
-        fragment_ids: std::collections::HashMap::new(),
         persistent: matches!(&cfg.address, BrokerAddress::Pulsar { persistence, .. } if persistence == "persistent"),
         cfg,
     };
@@ -221,8 +221,6 @@ struct Dispatcher {
     handler: Arc<dyn Handler>,
     pool: WorkerPool,
     reassembly: Reassembler,
-    /// Message ids of the fragments received so far, per partial request (acked with the request).
-    fragment_ids: std::collections::HashMap<String, Vec<String>>,
     /// Whether the topic is persistent (a broker redelivers what a lost consumer had not acked).
     persistent: bool,
 }
@@ -467,31 +465,17 @@ impl Dispatcher {
                 let now = Instant::now();
                 for k in self.reassembly.expire(now) {
                     tracing::warn!(target: LOG, "fragmented request {k:?} never completed; dropped");
-                    if let Some(ids) = self.fragment_ids.remove(&k) {
-                        Acker {
-                            ids,
-                            ..acker.same_connection()
-                        }
-                        .send()
-                        .await;
-                    }
                 }
-                let fed = self.reassembly.feed(&key, i, n, &delivery.payload, now);
-                let mut ids = self.fragment_ids.remove(&key).unwrap_or_default();
-                ids.append(&mut acker.ids);
-                acker.ids = ids;
-                match fed {
-                    Ok(Fed::Pending) => {
-                        // acked with the whole request
-                        self.fragment_ids.insert(key, std::mem::take(&mut acker.ids));
-                        return;
-                    }
-                    Ok(Fed::Complete(raw)) => Ok(raw),
-                    Ok(Fed::Discarded) => {
-                        // part of a request that already failed (and was answered): just acked
+                // NOTE: every fragment but the last is acked on arrival, the last as any request (when a
+                // worker takes it). Held until the request was complete, the fragments of partial requests
+                // (a killed uploader's, or one of over 1000 pieces) filled the broker's window of 1000
+                // unacked messages, and the backend never got another message.
+                match self.reassembly.feed(&key, i, n, &delivery.payload, now) {
+                    Ok(Fed::Pending) | Ok(Fed::Discarded) => {
                         acker.send().await;
                         return;
                     }
+                    Ok(Fed::Complete(raw)) => Ok(raw),
                     Err(e) => Err(e),
                 }
             }

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use super::envelope::{decode_base64_into, decode_payload_into};
 use super::error::ProtocolError;
 
+/// Most bytes reserved for a message's payload when its first piece arrives (it grows from there).
+const RESERVE_CAP: usize = 16 << 20;
+
 /// Bounds of a [`Reassembler`].
 #[derive(Debug, Clone, Copy)]
 pub struct ReassemblyLimits {
@@ -39,8 +42,11 @@ impl Default for ReassemblyLimits {
 /// arriving in order is never held as text; pieces that arrive early wait for their turn.
 #[derive(Debug)]
 struct Partial {
-    /// Pieces that arrived before their turn, by index.
-    early: Vec<Option<String>>,
+    /// The number of pieces the message announced.
+    count: u32,
+    /// Pieces that arrived before their turn, by index (only those: a message that merely announces many
+    /// pieces costs nothing until they come).
+    early: HashMap<u32, String>,
     /// Index of the next piece to decode (all before it are decoded).
     next: u32,
     /// The payload decoded so far.
@@ -57,15 +63,15 @@ impl Partial {
     /// Decode piece `next` (and any early pieces it unblocks); `Ok(true)` when the message is complete.
     fn advance(&mut self, piece: &str) -> Result<bool, ProtocolError> {
         self.decode(piece)?;
-        while let Some(p) = self.early.get_mut(self.next as usize).and_then(Option::take) {
+        while let Some(p) = self.early.remove(&self.next) {
             self.decode(&p)?;
         }
-        Ok(self.next as usize == self.early.len())
+        Ok(self.next == self.count)
     }
 
     fn decode(&mut self, piece: &str) -> Result<(), ProtocolError> {
         self.next += 1;
-        let last = self.next as usize == self.early.len();
+        let last = self.next == self.count;
         let joined;
         let text: &[u8] = if self.carry.is_empty() {
             piece.as_bytes()
@@ -199,12 +205,14 @@ impl Reassembler {
         if self.bytes + piece.len() > self.limits.max_bytes {
             self.drop_key(key);
             return Err(ProtocolError::Fragment(format!(
-                "reassembly buffer limit of {} bytes exceeded",
-                self.limits.max_bytes
+                "the messages being reassembled at once exceed the reassembly limit of {:.1} MB \
+                 (max_reassembly_size, shared by all of them)",
+                self.limits.max_bytes as f64 * 0.75 / 1e6
             )));
         }
         let partial = self.partials.entry(key.to_owned()).or_insert_with(|| Partial {
-            early: vec![None; count as usize],
+            count,
+            early: HashMap::new(),
             next: 0,
             raw: Vec::new(),
             carry: Vec::new(),
@@ -212,25 +220,27 @@ impl Reassembler {
             bytes: 0,
             started: now,
         });
-        if partial.early.len() != count as usize {
-            let announced = partial.early.len();
+        if partial.count != count {
+            let announced = partial.count;
             self.drop_key(key);
             return Err(ProtocolError::Fragment(format!(
                 "fragment announces {count} fragments, earlier ones announced {announced}"
             )));
         }
-        if index < partial.next || partial.early[index as usize].is_some() {
+        if index < partial.next || partial.early.contains_key(&index) {
             return Ok(Fed::Pending); // a duplicate
         }
         partial.bytes += piece.len();
         self.bytes += piece.len();
         partial.received += 1;
         if index > partial.next {
-            partial.early[index as usize] = Some(piece.to_owned());
+            partial.early.insert(index, piece.to_owned());
             return Ok(Fed::Pending);
         }
         if partial.raw.capacity() == 0 {
-            partial.raw.reserve(piece.len() / 4 * 3 * count as usize);
+            // room for the whole message as announced, up to a cap: an announcement costs no more than that
+            // until its pieces arrive
+            partial.raw.reserve((piece.len() / 4 * 3).saturating_mul(count as usize).min(RESERVE_CAP));
         }
         match partial.advance(piece) {
             Ok(false) => Ok(Fed::Pending),
