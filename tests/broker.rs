@@ -184,6 +184,40 @@ async fn shared_round_robin() {
     b.shutdown().await;
 }
 
+#[tokio::test]
+async fn shared_keeps_the_messages_of_one_key_with_one_consumer() {
+    // the fragments of a DASF request share a key: only the replica that has them all can reassemble it
+    let (b, mut c1, mut c2, mut p) = shared_pair("keys").await;
+    for i in 0..12 {
+        send(
+            &mut p,
+            json!({"payload": "eA==", "properties": {"i": i}, "context": i, "key": format!("k{}", i % 3)}),
+        )
+        .await;
+        assert_eq!(recv(&mut p).await["result"], "ok");
+    }
+    let mut owner = std::collections::HashMap::new();
+    let mut got = [0, 0];
+    for (n, c) in [&mut c1, &mut c2].into_iter().enumerate() {
+        while let Some(m) = recv_within(c, Duration::from_millis(200)).await {
+            let key = m["key"].as_str().unwrap().to_owned();
+            assert_eq!(
+                *owner.entry(key.clone()).or_insert(n),
+                n,
+                "all of {key} with one consumer"
+            );
+            got[n] += 1;
+            ack(c, &m).await;
+        }
+    }
+    assert_eq!(got[0] + got[1], 12);
+    assert!(
+        got[0] > 0 && got[1] > 0,
+        "keys are still spread over the consumers: {got:?}"
+    );
+    b.shutdown().await;
+}
+
 /// Until the stats endpoint counts `n` unacked messages on subscription `sub` of non-persistent `topic`.
 async fn wait_unacked(b: &BrokerHandle, topic: &str, sub: &str, n: u64) {
     let deadline = tokio::time::Instant::now() + T;

@@ -105,6 +105,36 @@ def test_our_client_sends_the_reference_backend_a_request_over_500_kb(broker, ba
     assert model.send_request({"func_name": "echo", "data": data}).root == data
 
 
+def test_a_broker_with_small_frames_takes_requests_fragmented_at_a_small_max_payload_size(tmp_path):
+    """max_payload_size set below its default (a broker whose frames are small) fragments requests as well;
+    a frame the broker still refuses fails the calls with its reason, and a refused reply is logged."""
+    from conftest import Backends
+    from demessaging_rs import Broker
+    from demessaging_rs.exceptions import BrokerConnectionError
+
+    with Broker(port=0, max_frame_size=300_000) as small:
+        backends = Backends(small, tmp_path)
+        try:
+            backends.start(BACKENDS / "big.py", "small-frames", "--max_payload_size", "100000")
+            mod = load(BACKENDS / "big.py")
+            model = model_for(small, "small-frames", mod.echo, mod.big, max_payload_size=100_000)
+            data = "s" * 400_000
+            assert model.send_request({"func_name": "echo", "data": data}).root == data
+            # a client that kept the default sends the request in one frame of ~530 KB: refused, with why
+            default = model_for(small, "small-frames", mod.echo)
+            with pytest.raises(BrokerConnectionError, match="closed the connection: frame too big"):
+                default.send_request({"func_name": "echo", "data": data})
+
+            backends.start(BACKENDS / "big.py", "small-frames-default")  # replies in frames of ~530 KB
+            late = model_for(small, "small-frames-default", mod.big, call_timeout=3)
+            with pytest.raises(CallTimeout):
+                late.send_request({"func_name": "big", "n": 400_000})
+            log = open(backends.procs[-1].log_path).read()
+            assert "closed the reply producer for small-frames-default_" in log and "frame too big" in log, log
+        finally:
+            backends.stop_all()
+
+
 @pytest.mark.parametrize("example", ["hello_world.py", "greet.py", "hello_world_class.py"])
 def test_schema_equals_the_reference(run_python, tmp_path, example):
     ours = run_python(str(EXAMPLES / example), "schema")

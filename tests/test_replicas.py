@@ -167,6 +167,28 @@ def test_shared_replicas_pass_over_one_busy_with_a_long_request(tmp_path, broker
             _stop(p)
 
 
+def test_shared_replicas_answer_requests_that_arrive_in_fragments(tmp_path, broker: Broker):
+    """A 2 MB request travels in fragments; all of them reach the replica that got the first one (they share
+    a message key), so it is answered, by one replica, while the calls still spread over both."""
+    marks, log = tmp_path / "marks", tmp_path / "fragments.log"
+    log.write_text("")
+    replicas = [_backend(broker.port, "big-shared", marks, log, "--subscription-type", "Shared") for _ in range(2)]
+    Model = _model(broker.port, "big-shared")
+    try:
+        _wait_listening(log, 2)
+        _wait_answering(Model, replicas, log)
+        for i in range(6):
+            tag = f"big{i}-" + "x" * 2_000_000
+            assert Model.send_request({"func_name": "work", "tag": tag}, timeout=30).root == tag
+        ran = [(pid, tag[:5]) for pid, tag in _marks(marks) if tag.startswith("big")]
+        assert sorted(tag for _pid, tag in ran) == [f"big{i}-" for i in range(6)], "each ran once"
+        assert {pid for pid, _tag in ran} == {p.pid for p in replicas}, "both replicas served"
+        assert "never completed" not in log.read_text()
+    finally:
+        for p in replicas:
+            _stop(p)
+
+
 def test_failover_replicas_one_serves_the_next_takes_over(tmp_path, broker: Broker):
     """2 replicas with --subscription-type Failover: the first one subscribed serves every request; once it is
     killed, the other answers."""

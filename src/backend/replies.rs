@@ -260,6 +260,15 @@ async fn watch(router: Arc<ReplyRouter>, topic: String, p: Arc<Producer>, mut re
                         break;
                     }
                 }
+                Some(Err(TransportError::ClosedByPeer(why))) => {
+                    // what it was sending is lost, e.g. a reply frame above the broker's limit
+                    tracing::error!(
+                        target: LOG,
+                        "the broker closed the reply producer for {topic}: {why}; what it was sending is lost \
+                         (a frame too big: set max_payload_size below the broker's frame limit)"
+                    );
+                    break;
+                }
                 Some(Err(_)) | None => {
                     tracing::debug!(target: LOG, "producer connection for {topic} closed");
                     break;

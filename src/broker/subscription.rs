@@ -1,7 +1,7 @@
 //! Subscriptions: which consumer gets the next message, and what waits while nobody is connected.
 //! The choice is a small pure policy (`pick`) with tests beside it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -120,6 +120,34 @@ impl BacklogLimit {
     }
 }
 
+/// The consumers that recent message keys went to (at most [`Sticky::CAP`] keys, the oldest forgotten).
+#[derive(Debug, Default)]
+pub struct Sticky {
+    to: HashMap<String, u64>,
+    order: VecDeque<String>,
+}
+
+impl Sticky {
+    pub const CAP: usize = 4096;
+
+    /// The consumer id `key` went to.
+    pub fn get(&self, key: &str) -> Option<u64> {
+        self.to.get(key).copied()
+    }
+
+    /// Remember that `key` goes to consumer `id`.
+    pub fn set(&mut self, key: &str, id: u64) {
+        if self.to.insert(key.to_owned(), id).is_none() {
+            self.order.push_back(key.to_owned());
+            if self.order.len() > Self::CAP {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.to.remove(&oldest);
+                }
+            }
+        }
+    }
+}
+
 /// Mutable state of a subscription (behind the subscription's lock).
 #[derive(Debug)]
 pub struct SubState {
@@ -131,6 +159,38 @@ pub struct SubState {
     /// Messages dropped from the backlog of this subscription while it had no consumer (see
     /// `Topic::publish`).
     pub evicted: u64,
+    /// Shared: the consumer each recent message key went to (see [`SubState::choose`]).
+    pub sticky: Sticky,
+}
+
+impl SubState {
+    /// Where a message with `key` goes. In a Shared subscription, messages with a key stay with the
+    /// consumer that got the key's first one (while it is connected and the key is among the last
+    /// [`Sticky::CAP`]): the fragments of one DASF request share a key, and only the replica that holds the
+    /// others can put them together. Everything else by [`pick`].
+    pub fn choose(&mut self, key: Option<&str>) -> Pick {
+        let consumers = &self.consumers;
+        let load = |i: usize| consumers[i].load();
+        let Some(key) = key.filter(|_| self.kind == SubType::Shared) else {
+            return pick(self.kind, consumers.len(), &mut self.rr, load);
+        };
+        if let Some(i) = self
+            .sticky
+            .get(key)
+            .and_then(|id| consumers.iter().position(|c| c.id == id))
+        {
+            return if load(i).is_some() {
+                Pick::Ready(i)
+            } else {
+                Pick::Wait(i)
+            };
+        }
+        let chosen = pick(self.kind, consumers.len(), &mut self.rr, load);
+        if let Pick::Ready(i) | Pick::Wait(i) = chosen {
+            self.sticky.set(key, consumers[i].id);
+        }
+        chosen
+    }
 }
 
 /// Where the next message goes.

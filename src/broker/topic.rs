@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::subscription::{pick, Backlog, BacklogLimit, ConsumerSlot, Dispatch, Pick, SubState, SubType};
+use super::subscription::{Backlog, BacklogLimit, ConsumerSlot, Dispatch, Pick, SubState, SubType};
 use crate::protocol::Properties;
 
 const LOG: &str = "demessaging_rs.broker";
@@ -200,6 +200,7 @@ impl Registry {
                             rr: 0,
                             backlog: Backlog::default(),
                             evicted: 0,
+                            sticky: Default::default(),
                         }),
                         backlog_len: AtomicUsize::new(0),
                     });
@@ -272,9 +273,7 @@ fn redistribute(st: &mut SubState, backlog_len: &AtomicUsize) {
 
 fn hand_over(st: &mut SubState) {
     while let Some(d) = st.backlog.pop_front() {
-        let n = st.consumers.len();
-        let consumers = &st.consumers;
-        match pick(st.kind, n, &mut st.rr, |i| consumers[i].load()) {
+        match st.choose(d.msg.key.as_deref()) {
             Pick::Ready(i) => {
                 if let Err(e) = st.consumers[i].tx.try_send(d) {
                     st.backlog.push_front(e.into_inner());
@@ -310,9 +309,7 @@ impl Topic {
                     self.keep(sub, st, d, limit)?;
                     continue;
                 }
-                let n = st.consumers.len();
-                let consumers = &st.consumers;
-                match pick(st.kind, n, &mut st.rr, |i| consumers[i].load()) {
+                match st.choose(msg.key.as_deref()) {
                     Pick::Ready(i) => match st.consumers[i].tx.try_send(d) {
                         Ok(()) => None,
                         Err(e) => Some((st.consumers[i].tx.clone(), e.into_inner())),

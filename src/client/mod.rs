@@ -20,20 +20,30 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::dasf::{self, parse_fragment, Frames, MessageType, Outgoing, Status};
+use crate::protocol::dasf::{self, parse_fragment, Frames, MessageType, Outgoing, Status, DEFAULT_MAX_PAYLOAD_SIZE};
 use crate::protocol::envelope::{decode_payload, ConsumerCommand, Delivery, ProducerAck, Properties, RECEIPTS_HEADER};
 use crate::protocol::fragment::{Fed, Reassembler, ReassemblyLimits};
 use crate::protocol::url::BrokerAddress;
-use crate::transport::{self, ConnectOptions, WsReader};
+use crate::transport::{self, ConnectOptions, TransportError, WsReader};
 
 const LOG: &str = "demessaging_rs.client";
 
-/// Requests up to this raw size go in one frame whatever `max_payload_size` says: as the reference
-/// client sends every request (it never fragments one, and its backend cannot reassemble), and in a frame
-/// that Pulsar's proxy takes (`webSocketMaxTextFrameSize`, 1 MiB by default: base64 of 765 KiB plus 4 KiB
-/// for properties). A reference backend thus reads every request its own client could have sent through
-/// Pulsar; larger ones are fragmented, which our backends reassemble.
+/// Requests up to this raw size go in one frame unless `max_payload_size` was set below its default: as the
+/// reference client sends every request (it never fragments one, and its backend cannot reassemble), and in
+/// a frame that Pulsar's proxy takes (`webSocketMaxTextFrameSize`, 1 MiB by default: base64 of 765 KiB plus
+/// 4 KiB for properties). A reference backend thus reads every request its own client could have sent
+/// through Pulsar; larger ones are fragmented, which our backends reassemble.
 pub const ONE_FRAME_REQUEST: usize = ((1 << 20) - (4 << 10)) / 4 * 3;
+
+/// Requests whose raw size exceeds this are fragmented: `max_payload_size` when it was set below the
+/// default (a broker with smaller frames), else at least [`ONE_FRAME_REQUEST`].
+pub fn request_fragment_size(max_payload_size: usize) -> usize {
+    if max_payload_size < DEFAULT_MAX_PAYLOAD_SIZE {
+        max_payload_size
+    } else {
+        max_payload_size.max(ONE_FRAME_REQUEST)
+    }
+}
 
 /// How a client connects and behaves.
 #[derive(Debug, Clone)]
@@ -44,7 +54,7 @@ pub struct ClientConfig {
     pub topic: String,
     /// Connection options (headers, timeouts, frame limits).
     pub connect: ConnectOptions,
-    /// Requests whose raw size exceeds this, and [`ONE_FRAME_REQUEST`], are sent in fragments.
+    /// Requests larger than this are sent in fragments (see [`request_fragment_size`]).
     pub max_payload_size: usize,
     /// Bounds for reassembling fragmented replies.
     pub reassembly: ReassemblyLimits,
@@ -446,7 +456,7 @@ impl Client {
             payload,
             context: context.clone(),
         };
-        Ok((context, out.frames(inner.cfg.max_payload_size.max(ONE_FRAME_REQUEST))))
+        Ok((context, out.frames(request_fragment_size(inner.cfg.max_payload_size))))
     }
 
     /// Send `payload` as a DASF message of `msg_type` and wait for the matching reply.
@@ -632,6 +642,14 @@ async fn read_acks(inner: Arc<Inner>, mut reader: WsReader) {
             t = transport::next_text(&mut reader) => t,
         };
         match text {
+            Some(Err(TransportError::ClosedByPeer(why))) => {
+                // e.g. a request frame above the broker's limit: every call in flight says why
+                tracing::warn!(target: LOG, "the broker closed the producer on {}: {why}", inner.cfg.topic);
+                fail_all(&inner, || {
+                    ClientError::Transport(TransportError::ClosedByPeer(why.clone()))
+                });
+                return;
+            }
             None | Some(Err(_)) => {
                 if !inner.closed.is_cancelled() {
                     tracing::warn!(target: LOG, "connection to the broker lost (producer on {})", inner.cfg.topic);
@@ -779,12 +797,19 @@ mod tests {
     #[test]
     fn requests_up_to_the_one_frame_limit_fit_pulsars_default_frame() {
         let frames: Vec<String> = request(ONE_FRAME_REQUEST)
-            .frames(512_000.max(ONE_FRAME_REQUEST))
+            .frames(request_fragment_size(DEFAULT_MAX_PAYLOAD_SIZE))
             .collect();
         assert_eq!(frames.len(), 1, "one frame, as the reference client sends it");
         assert!(frames[0].len() <= 1 << 20, "{} bytes", frames[0].len());
         let frames: Vec<String> = request(ONE_FRAME_REQUEST + 1).frames(ONE_FRAME_REQUEST).collect();
         assert_eq!(frames.len(), 2, "beyond it, fragments");
         assert!(frames.iter().all(|f| f.len() <= 1 << 20));
+    }
+
+    #[test]
+    fn a_max_payload_size_below_the_default_fragments_requests_at_it() {
+        assert_eq!(request_fragment_size(100_000), 100_000);
+        assert_eq!(request_fragment_size(DEFAULT_MAX_PAYLOAD_SIZE), ONE_FRAME_REQUEST);
+        assert_eq!(request_fragment_size(2_000_000), 2_000_000);
     }
 }

@@ -178,6 +178,9 @@ pub fn parse_fragment(props: &Properties) -> Result<Option<(u32, u32)>, Protocol
     }
 }
 
+/// The reference's `max_payload_size`: messages whose raw payload is larger are fragmented.
+pub const DEFAULT_MAX_PAYLOAD_SIZE: usize = 512_000;
+
 /// One outgoing DASF message, before it is cut into frames.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -224,11 +227,18 @@ impl Outgoing {
             let chunk = max / 4 * 3;
             (chunk, self.payload.len().div_ceil(chunk))
         };
+        // the fragments of one message share a message key, so that a broker can hand them to one consumer
+        // of a Shared subscription (ours does: the replicas of a backend each reassemble what they get)
+        let key = (count > 1).then(|| {
+            let prop = |k: &str| self.properties.get(k).and_then(Value::as_str).unwrap_or_default();
+            format!("{}/{}/{}", prop(RESPONSE_TOPIC), prop(REQUEST_CONTEXT), self.context)
+        });
         Frames {
             out: self,
             chunk,
             count,
             next: 0,
+            key,
         }
     }
 }
@@ -240,6 +250,8 @@ pub struct Frames {
     chunk: usize,
     count: usize,
     next: usize,
+    /// Message key of every fragment.
+    key: Option<String>,
 }
 
 impl Iterator for Frames {
@@ -253,13 +265,13 @@ impl Iterator for Frames {
         self.next += 1;
         let out = &mut self.out;
         if self.count == 1 {
-            return Some(publish_frame(&out.payload, &out.properties, &out.context));
+            return Some(publish_frame(&out.payload, &out.properties, &out.context, None));
         }
         let raw = &out.payload[i * self.chunk..((i + 1) * self.chunk).min(out.payload.len())];
         out.properties.insert(FRAGMENT.into(), Value::from(i as u64));
         out.properties
             .insert(NUM_FRAGMENTS.into(), Value::from(self.count as u64));
-        Some(publish_frame(raw, &out.properties, &out.context))
+        Some(publish_frame(raw, &out.properties, &out.context, self.key.as_deref()))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -272,7 +284,7 @@ impl ExactSizeIterator for Frames {}
 
 /// One publish frame (`{"payload": …, "properties": …, "context": …}`) with `raw` base64-encoded straight
 /// into the frame: base64 text never needs JSON escapes, so it is neither copied twice nor scanned.
-fn publish_frame(raw: &[u8], properties: &Map<String, Value>, context: &str) -> String {
+fn publish_frame(raw: &[u8], properties: &Map<String, Value>, context: &str, key: Option<&str>) -> String {
     let mut buf = Vec::with_capacity(raw.len() / 3 * 4 + 160);
     buf.extend_from_slice(br#"{"payload":""#);
     encode_payload_into(raw, &mut buf);
@@ -280,6 +292,10 @@ fn publish_frame(raw: &[u8], properties: &Map<String, Value>, context: &str) -> 
     serde_json::to_writer(&mut buf, properties).expect("properties serialize");
     buf.extend_from_slice(br#","context":"#);
     serde_json::to_writer(&mut buf, context).expect("context serializes");
+    if let Some(key) = key {
+        buf.extend_from_slice(br#","key":"#);
+        serde_json::to_writer(&mut buf, key).expect("key serializes");
+    }
     buf.push(b'}');
     String::from_utf8(buf).expect("JSON is UTF-8")
 }

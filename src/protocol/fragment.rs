@@ -240,7 +240,9 @@ impl Reassembler {
         if partial.raw.capacity() == 0 {
             // room for the whole message as announced, up to a cap: an announcement costs no more than that
             // until its pieces arrive
-            partial.raw.reserve((piece.len() / 4 * 3).saturating_mul(count as usize).min(RESERVE_CAP));
+            partial
+                .raw
+                .reserve((piece.len() / 4 * 3).saturating_mul(count as usize).min(RESERVE_CAP));
         }
         match partial.advance(piece) {
             Ok(false) => Ok(Fed::Pending),

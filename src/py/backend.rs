@@ -243,7 +243,9 @@ impl Backend {
             max_workers,
             queue_size,
             overflow_replies,
-            max_payload_size: conn.max_payload_size.unwrap_or(512_000),
+            max_payload_size: conn
+                .max_payload_size
+                .unwrap_or(crate::protocol::dasf::DEFAULT_MAX_PAYLOAD_SIZE),
             producer_keep_alive: Duration::from_secs_f64(spec.producer_keep_alive.unwrap_or(120.0).max(0.0)),
             producer_connection_timeout: Duration::from_secs_f64(
                 spec.producer_connection_timeout.unwrap_or(30.0).max(0.001),

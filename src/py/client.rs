@@ -230,7 +230,9 @@ impl Client {
             address: spec.address()?,
             topic,
             connect: spec.connect_options(),
-            max_payload_size: spec.max_payload_size.unwrap_or(512_000),
+            max_payload_size: spec
+                .max_payload_size
+                .unwrap_or(crate::protocol::dasf::DEFAULT_MAX_PAYLOAD_SIZE),
             reassembly: spec.reassembly(),
         };
         Ok(Self {

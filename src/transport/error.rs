@@ -44,6 +44,9 @@ pub enum TransportError {
     /// The operation was cancelled (shutdown).
     #[error("cancelled")]
     Cancelled,
+    /// The peer closed the connection and said why (e.g. a frame above its limit).
+    #[error("the message broker closed the connection: {0}")]
+    ClosedByPeer(String),
 }
 
 impl TransportError {

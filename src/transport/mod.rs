@@ -416,7 +416,8 @@ pub fn shared_writer(ws: WsStream, opts: &ConnectOptions) -> (Arc<SharedWriter>,
     (writer, stream)
 }
 
-/// Read the next text frame, skipping control frames. `None` when the connection is closed or broken.
+/// Read the next text frame, skipping control frames. `None` when the connection is closed, an error when
+/// it broke or the peer closed it with a reason ([`TransportError::ClosedByPeer`]).
 ///
 /// NOTE: the frame as the websocket layer read it, not copied (a large message's fragments are big).
 pub async fn next_text(reader: &mut WsReader) -> Option<Result<Utf8Bytes, TransportError>> {
@@ -427,6 +428,9 @@ pub async fn next_text(reader: &mut WsReader) -> Option<Result<Utf8Bytes, Transp
                 Ok(t) => return Some(Ok(t)),
                 Err(_) => return Some(Err(TransportError::Protocol("binary frame that is not UTF-8".into()))),
             },
+            Ok(Message::Close(Some(frame))) if !frame.reason.is_empty() => {
+                return Some(Err(TransportError::ClosedByPeer(frame.reason.to_string())))
+            }
             Ok(Message::Close(_)) => return None,
             Ok(_) => continue,
             Err(e) => return Some(Err(TransportError::Ws(e.to_string()))),
