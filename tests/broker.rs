@@ -658,8 +658,8 @@ async fn tokens_limited_to_topics_and_roles_and_stats_need_a_token() {
     })
     .await;
     let auth = |t: &'static str| [("authorization", t)];
-    // each token where it belongs
-    try_ws(
+    // each token where it belongs (this consumer stays, so its topic is in the stats below)
+    let _backend = try_ws(
         &b,
         &format!("{NC}/hello/s?subscriptionType=Shared"),
         &auth("Token backend"),
@@ -909,6 +909,47 @@ async fn stats_endpoint_reports_topics_and_subscriptions() {
     assert_eq!(sub["unackedMessages"], 2);
     assert_eq!(sub["msgBacklog"], 0);
     assert_eq!(sub["msgEvicted"], 0);
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn topics_nobody_uses_any_more_are_forgotten() {
+    let b = start(BrokerConfig::default()).await;
+    for i in 0..20 {
+        let mut c = ws(&b, &format!("{NC}/gone{i}/s")).await;
+        let mut p = ws(&b, &format!("{NP}/gone{i}")).await;
+        publish(&mut p, "eA==", json!({}), json!(i)).await;
+        let m = recv(&mut c).await;
+        ack(&mut c, &m).await;
+        c.close(None).await.unwrap();
+        p.close(None).await.unwrap();
+    }
+    // a persistent topic keeps its subscription (and so itself) for the next consumer
+    drop(ws(&b, &format!("{PC}/kept/s")).await);
+    let topics = || async {
+        let (_, body) = http_get(&b, "/admin/v2/stats HTTP/1.1\r\nHost: x").await;
+        let body: Value = serde_json::from_str(&body).unwrap();
+        body["topics"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<String>>()
+    };
+    let deadline = tokio::time::Instant::now() + T;
+    while topics().await != ["persistent://public/default/kept"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still listed: {:?}",
+            topics().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // and a topic used again is there again, working
+    let mut c = ws(&b, &format!("{NC}/gone3/s")).await;
+    let mut p = ws(&b, &format!("{NP}/gone3")).await;
+    assert_eq!(publish(&mut p, "eQ==", json!({}), json!("again")).await["result"], "ok");
+    assert_eq!(recv(&mut c).await["payload"], "eQ==");
     b.shutdown().await;
 }
 

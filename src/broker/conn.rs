@@ -208,10 +208,13 @@ fn admit(state: &State, req: &Request) -> Result<Endpoint, Refusal> {
             }
             let sub_name = ep.subscription.expect("consumer path has a subscription");
             let topic = state.registry.topic(&ep.topic, ep.persistent);
-            let joined = state
-                .registry
-                .join(&topic, &sub_name, kind, queue)
-                .map_err(|e| refuse(StatusCode::CONFLICT, e.to_string()))?;
+            let joined = match state.registry.join(&topic, &sub_name, kind, queue) {
+                Ok(joined) => joined,
+                Err(e) => {
+                    state.registry.release(&topic);
+                    return Err(refuse(StatusCode::CONFLICT, e.to_string()));
+                }
+            };
             let opts = ConsumerOpts {
                 window: queue,
                 ack_timeout,
@@ -279,8 +282,13 @@ pub(super) async fn run(mut stream: Conn, peer: SocketAddr, state: Arc<State>, c
                 Some(Err(_)) => tracing::debug!(target: LOG, "upgrade from {peer} timed out"),
                 _ => tracing::debug!(target: LOG, "upgrade from {peer} abandoned: the broker stops"),
             }
-            if let Some(Endpoint::Consumer { conn, id, .. }) = endpoint {
-                state.registry.leave(&conn.topic, &conn.sub, id, Vec::new());
+            match endpoint {
+                Some(Endpoint::Consumer { conn, id, .. }) => {
+                    state.registry.leave(&conn.topic, &conn.sub, id, Vec::new());
+                    state.registry.release(&conn.topic);
+                }
+                Some(Endpoint::Producer { topic, .. }) => state.registry.release(&topic),
+                None => {}
             }
             return;
         }
@@ -291,6 +299,7 @@ pub(super) async fn run(mut stream: Conn, peer: SocketAddr, state: Arc<State>, c
                 _ = producer(ws, &topic, ok_receipts, &state, &cancel) => {}
                 _ = stopped_for_good(&cancel) => {}
             }
+            state.registry.release(&topic);
         }
         Some(Endpoint::Consumer { conn, id, rx }) => {
             let unacked = tokio::select! {
@@ -298,6 +307,7 @@ pub(super) async fn run(mut stream: Conn, peer: SocketAddr, state: Arc<State>, c
                 _ = stopped_for_good(&cancel) => Vec::new(),
             };
             state.registry.leave(&conn.topic, &conn.sub, id, unacked);
+            state.registry.release(&conn.topic);
         }
         None => {}
     }

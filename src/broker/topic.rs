@@ -102,6 +102,8 @@ pub struct Topic {
     pub msg_in: AtomicU64,
     pub msg_out: AtomicU64,
     rates: Mutex<Rates>,
+    /// Connections (producers and consumers) that use it; changed under the registry's lock.
+    users: AtomicUsize,
 }
 
 /// Message rates, sampled when stats are read (at most once per second).
@@ -154,10 +156,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The topic named `name`, created on first use.
+    /// The topic named `name`, created on first use, for one connection: hand it back with
+    /// [`Registry::release`] when the connection ends.
     pub fn topic(&self, name: &str, persistent: bool) -> Arc<Topic> {
         let mut topics = self.topics.lock().expect("topics lock");
-        topics
+        let topic = topics
             .entry(name.to_owned())
             .or_insert_with(|| {
                 Arc::new(Topic {
@@ -174,9 +177,25 @@ impl Registry {
                         rate_in: 0.0,
                         rate_out: 0.0,
                     }),
+                    users: AtomicUsize::new(0),
                 })
             })
-            .clone()
+            .clone();
+        topic.users.fetch_add(1, Ordering::Relaxed);
+        topic
+    }
+
+    /// A connection is done with `topic`. A topic nobody uses and without subscriptions is forgotten (a
+    /// non-persistent subscription ends with its last consumer, a persistent one stays): every client
+    /// process has a reply topic of its own, and a broker that runs for months must not keep them all.
+    pub fn release(&self, topic: &Arc<Topic>) {
+        let mut topics = self.topics.lock().expect("topics lock");
+        if topic.users.fetch_sub(1, Ordering::Relaxed) == 1
+            && topic.subs.lock().expect("subs lock").is_empty()
+            && topics.get(&topic.name).is_some_and(|t| Arc::ptr_eq(t, topic))
+        {
+            topics.remove(&topic.name);
+        }
     }
 
     /// Snapshot of all topics.
