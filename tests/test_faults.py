@@ -4,6 +4,7 @@ subprocesses); every wait is bounded."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -157,6 +158,52 @@ def test_broker_killed_and_restarted_under_load(tmp_path):
         assert failures["BrokerConnectionError"] > 0  # the outage was seen
         tags = [tag for _pid, tag in _marks(marks) if tag != "ready-check"]
         assert len(tags) == len(set(tags)), [t for t, n in Counter(tags).items() if n > 1]
+    finally:
+        _stop(backend)
+        _stop(broker)
+
+
+def test_a_saturated_backend_does_not_work_through_a_dead_brokers_backlog(tmp_path):
+    """100 calls of 0.3 s wait for a backend of 2 workers when the broker is SIGKILLed and restarted: their
+    callers fail at once, and the backend does not run the requests its dead connection still held (15 s of
+    work) before it serves the next call."""
+    port = _free_port()
+    marks, log = tmp_path / "marks", tmp_path / "backend.log"
+    broker = _start_broker_cli(port)
+    backend = _backend(port, "stale", marks, log, "--max-workers", "2")
+    Model = _model(port, "stale", call_timeout=60)
+    try:
+        _wait_answering(Model, [backend], log)
+        outcomes: List[object] = []
+
+        def flood() -> None:
+            async def calls() -> List[object]:
+                tasks = [Model.asend_request({"func_name": "work", "tag": f"s{i}", "seconds": 0.3}) for i in range(100)]
+                return await asyncio.gather(*tasks, return_exceptions=True)
+            outcomes.extend(asyncio.run(calls()))
+
+        caller = threading.Thread(target=flood)
+        caller.start()
+        deadline = time.monotonic() + 30
+        while sum(tag.startswith("s") for _pid, tag in _marks(marks)) < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        broker.send_signal(signal.SIGKILL)
+        broker.wait(timeout=10)
+        caller.join(timeout=30)
+        assert not caller.is_alive() and len(outcomes) == 100
+        assert all(isinstance(o, BrokerConnectionError) for o in outcomes if not hasattr(o, "root")), outcomes
+        broker = _start_broker_cli(port)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert Model.send_request({"func_name": "work", "tag": "fresh"}, timeout=1).root == "fresh"
+                break
+            except (CallTimeout, BrokerConnectionError):
+                assert time.monotonic() < deadline, log.read_text()
+        ran = [tag for _pid, tag in _marks(marks)]
+        stale = [t for t in ran[: ran.index("fresh")] if t.startswith("s")]
+        assert len(stale) < 30, f"{len(stale)} requests of the dead connection ran before the next call"
     finally:
         _stop(backend)
         _stop(broker)

@@ -286,7 +286,16 @@ async fn consume(mut d: Dispatcher, cancel: &CancellationToken) -> Result<(), Ba
         let _lost = SetFalseOnDrop(alive.clone());
         loop {
             let text = tokio::select! {
+                biased;
                 _ = cancel.cancelled() => break,
+                // a write failed: the broker is gone. What the socket still holds is not read: on a
+                // persistent topic the broker hands it out again, on a non-persistent one its callers lost
+                // their own connections to that broker (a backlog of them kept this backend busy for
+                // half a minute after a broker restart before it answered anyone again)
+                _ = acks.closed() => {
+                    tracing::warn!(target: LOG, "consumer connection on {} lost; reconnecting", d.cfg.topic);
+                    break;
+                }
                 t = transport::next_text(&mut reader) => t,
             };
             match text {
@@ -501,7 +510,15 @@ impl Dispatcher {
         let slot = if self.cfg.overflow_replies {
             None
         } else {
-            self.slots.clone().acquire_owned().await.ok()
+            tokio::select! {
+                biased;
+                _ = acker.tx.closed() => {
+                    // the connection broke meanwhile (see `consume`)
+                    tracing::info!(target: LOG, "request {} not run: its connection was lost", request.message_id);
+                    return;
+                }
+                slot = self.slots.clone().acquire_owned() => slot.ok(),
+            }
         };
         if !self.pool.has_room() {
             // only with an explicit queue_size (otherwise the slot above guarantees room): the reference's reply
