@@ -209,6 +209,35 @@ def test_a_saturated_backend_does_not_work_through_a_dead_brokers_backlog(tmp_pa
         _stop(broker)
 
 
+def test_a_call_timeout_covers_reconnecting(tmp_path):
+    """After a broker restart the client reconnects, and waits for the backend's pong before it publishes;
+    with no backend coming back, a call of timeout 1 s still ends after about 1 s (it took 11 s: the pong
+    wait of up to 10 s came on top), sync and asyncio."""
+    port = _free_port()
+    marks, log = tmp_path / "marks", tmp_path / "backend.log"
+    broker = _start_broker_cli(port)
+    backend = _backend(port, "gone", marks, log)
+    Model = _model(port, "gone", call_timeout=30)
+    try:
+        _wait_answering(Model, [backend], log)
+        _stop(backend)
+        for attempt in ("sync", "asyncio"):
+            broker.send_signal(signal.SIGKILL)
+            broker.wait(timeout=10)
+            broker = _start_broker_cli(port)
+            started = time.monotonic()
+            with pytest.raises(CallTimeout):
+                if attempt == "sync":
+                    Model.send_request({"func_name": "work", "tag": "x"}, timeout=1)
+                else:
+                    asyncio.run(Model.asend_request({"func_name": "work", "tag": "x"}, timeout=1))
+            took = time.monotonic() - started
+            assert took < 5, f"{attempt}: a call of timeout 1 s took {took:.1f} s"
+    finally:
+        _stop(backend)
+        _stop(broker)
+
+
 def test_backend_killed_mid_request_then_restarted(tmp_path, broker: Broker):
     marks, log = tmp_path / "marks", tmp_path / "backend.log"
     backend = _backend(broker.port, "midway", marks, log)

@@ -200,6 +200,25 @@ async fn connection(cfg: &ClientConfig, slot: &tokio::sync::Mutex<Option<RsClien
     Ok(c)
 }
 
+/// [`connection`] within a call's `timeout`: connecting, and the wait for a pong after a lost connection,
+/// count against it. Returns the connection and the time left for the call.
+async fn connection_within(
+    cfg: &ClientConfig,
+    slot: &tokio::sync::Mutex<Option<RsClient>>,
+    timeout: Duration,
+    label: &str,
+) -> Result<(RsClient, Duration), ClientError> {
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(timeout, connection(cfg, slot)).await {
+        Ok(c) => Ok((c?, timeout.saturating_sub(started.elapsed()))),
+        Err(_) => Err(ClientError::Timeout {
+            topic: cfg.topic.clone(),
+            label: label.to_owned(),
+            timeout,
+        }),
+    }
+}
+
 impl Client {
     /// The live connection if there is one (never waits).
     fn live(&self) -> Option<RsClient> {
@@ -207,15 +226,14 @@ impl Client {
         guard.as_ref().filter(|c| !c.is_closed()).cloned()
     }
 
-    /// The live connection; opened (again) here when missing or lost.
-    fn connected(&self, py: Python<'_>) -> PyResult<RsClient> {
-        if let Ok(guard) = self.conn.try_lock() {
-            if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
-                return Ok(c.clone());
-            }
+    /// The live connection; opened (again) here when missing or lost, within `timeout` (see
+    /// [`connection_within`]). Returns it and the time left for the call.
+    fn connected(&self, py: Python<'_>, timeout: Duration, label: &str) -> PyResult<(RsClient, Duration)> {
+        if let Some(c) = self.live() {
+            return Ok((c, timeout));
         }
-        let (cfg, slot) = (self.cfg.clone(), self.conn.clone());
-        runtime::wait(py, async move { connection(&cfg, &slot).await })?.map_err(client_err)
+        let (cfg, slot, label) = (self.cfg.clone(), self.conn.clone(), label.to_owned());
+        runtime::wait(py, async move { connection_within(&cfg, &slot, timeout, &label).await })?.map_err(client_err)
     }
 }
 
@@ -271,7 +289,7 @@ impl Client {
         let mt = self::message_type(message_type)?;
         let payload = payload_bytes(payload)?;
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
-        let client = self.connected(py)?;
+        let (client, timeout) = self.connected(py, timeout, label)?;
         let with_progress = on_progress.is_some();
         let slice = Duration::from_millis(100);
         // the request is written on this thread, and the first wait follows, in one stretch without the GIL
@@ -339,8 +357,8 @@ impl Client {
         }
         let (cfg, slot) = (self.cfg.clone(), self.conn.clone());
         let work = async move {
-            let c = connection(&cfg, &slot).await?;
-            c.call(mt, payload, timeout, &label, None).await
+            let (c, left) = connection_within(&cfg, &slot, timeout, &label).await?;
+            c.call(mt, payload, left, &label, None).await
         };
         #[cfg(unix)]
         {
