@@ -132,6 +132,7 @@ fn backend_config(b: &BrokerHandle, topic: &str, workers: usize, queue: usize) -
         producer_connection_timeout: Duration::from_secs(5),
         info: Some("{\"title\":\"t\"}".into()),
         api_info: None,
+        drain_timeout: Duration::from_secs(30),
         reassembly: ReassemblyLimits::default(),
     }
 }

@@ -20,7 +20,7 @@ ASYNC = BACKENDS / "asyncfuncs.py"
 def model(broker, topic: str, call_timeout: float = 60):
     mod = load(ASYNC)
     mc = {"topic": topic, "host": "127.0.0.1", "port": broker.port, "call_timeout": call_timeout}
-    members = [mod.nap, mod.afail, mod.forever, mod.add, mod.Greeter]
+    members = [mod.nap, mod.afail, mod.forever, mod.stuck, mod.add, mod.Greeter]
     return BackendModule.create_model(members=members, messaging_config=mc)
 
 
@@ -63,15 +63,18 @@ def test_never_returning_member_request_timeout_or_caller_timeout(broker, backen
     assert m.send_request({"func_name": "add", "a": 1, "b": 2}).root == 3
 
 
-def test_shutdown_cancels_running_async_requests_with_an_error_reply(broker, backends, tmp_path):
-    proc = backends.start(ASYNC, "async-shutdown", "--drain-timeout", "1")
-    m = model(broker, "async-shutdown")
+@pytest.mark.parametrize("func", ["forever", "stuck"])
+def test_shutdown_answers_requests_that_outlast_the_drain_timeout_with_an_error(broker, backends, tmp_path, func):
+    """`async def` ones are cancelled on the loop, sync ones (a worker that cannot be stopped) get the same
+    error reply when the drain timeout is over: no caller waits out its own timeout."""
+    proc = backends.start(ASYNC, f"shutdown-{func}", "--drain-timeout", "1")
+    m = model(broker, f"shutdown-{func}")
     outcome = {}
     marker = tmp_path / "forever-runs"
 
     def call():
         try:
-            outcome["result"] = m.send_request({"func_name": "forever", "marker": str(marker)})
+            outcome["result"] = m.send_request({"func_name": func, "marker": str(marker)})
         except Exception as e:  # noqa: BLE001 - the test inspects it
             outcome["error"] = e
 

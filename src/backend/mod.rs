@@ -39,6 +39,9 @@ use replies::ReplyRouter;
 
 const LOG: &str = "demessaging_rs.backend";
 
+/// The error reply to a request still running when a backend's shutdown gave up waiting for it.
+pub const SHUTDOWN_TEXT: &str = "error executing request: cancelled, the backend is shutting down";
+
 /// Everything a backend needs to serve.
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
@@ -73,6 +76,9 @@ pub struct BackendConfig {
     pub info: Option<String>,
     /// API description (`api_info` replies).
     pub api_info: Option<String>,
+    /// At shutdown, how long running requests get to finish; callers of those that outlast it get an error
+    /// reply ([`SHUTDOWN_TEXT`]).
+    pub drain_timeout: Duration,
     /// Bounds for reassembling fragmented requests.
     pub reassembly: ReassemblyLimits,
 }
@@ -203,6 +209,7 @@ pub async fn run(cfg: BackendConfig, handler: Arc<dyn Handler>, cancel: Cancella
         pool,
         reassembly: Reassembler::new(cfg.reassembly),
         persistent: matches!(&cfg.address, BrokerAddress::Pulsar { persistence, .. } if persistence == "persistent"),
+        running: Arc::default(),
         cfg,
     };
     let result = consume(ctx, &cancel).await;
@@ -223,6 +230,37 @@ struct Dispatcher {
     reassembly: Reassembler,
     /// Whether the topic is persistent (a broker redelivers what a lost consumer had not acked).
     persistent: bool,
+    /// Requests a worker is running, to be told at shutdown if they outlast the drain timeout.
+    running: Arc<Running>,
+}
+
+/// The requests workers are running, each with its replier; whoever takes one out answers it.
+#[derive(Default)]
+struct Running {
+    next: std::sync::atomic::AtomicU64,
+    by_id: std::sync::Mutex<std::collections::HashMap<u64, Arc<Replier>>>,
+}
+
+impl Running {
+    fn start(&self, replier: &Arc<Replier>) -> u64 {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.by_id.lock().expect("running lock").insert(id, replier.clone());
+        id
+    }
+
+    /// Whether request `id` is still to be answered by its worker (false once shutdown answered it).
+    fn finish(&self, id: u64) -> bool {
+        self.by_id.lock().expect("running lock").remove(&id).is_some()
+    }
+
+    fn take_all(&self) -> Vec<Arc<Replier>> {
+        self.by_id
+            .lock()
+            .expect("running lock")
+            .drain()
+            .map(|(_, r)| r)
+            .collect()
+    }
 }
 
 /// Acks of one delivered request, sent when a worker takes it, on the connection that delivered it.
@@ -314,14 +352,26 @@ async fn consume(mut d: Dispatcher, cancel: &CancellationToken) -> Result<(), Ba
             break Ok(());
         }
     };
-    // let queued and running requests finish; their replies go out through the still running router
+    // let queued and running requests finish (up to the drain timeout); their replies go out through the
+    // still running router
     let pool = d.pool;
+    let limit = d.cfg.drain_timeout;
+    if tokio::time::timeout(limit, tokio::task::spawn_blocking(move || pool.join()))
+        .await
+        .is_err()
+    {
+        // a request that outlasts it would leave its caller waiting out its own timeout
+        let left = d.running.take_all();
+        if !left.is_empty() {
+            tracing::warn!(target: LOG, "{} requests still running after {limit:?} at shutdown: their callers get an error", left.len());
+        }
+        for r in left {
+            r.send(MessageType::Response, Some(Status::Error), SHUTDOWN_TEXT, Vec::new())
+                .await;
+        }
+    }
     let handler = d.handler.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        pool.join();
-        handler.drain();
-    })
-    .await;
+    let _ = tokio::time::timeout(limit, tokio::task::spawn_blocking(move || handler.drain())).await;
     outcome
 }
 
@@ -504,7 +554,8 @@ impl Dispatcher {
             meta: meta.clone(),
             message_id: delivery.message_id,
         };
-        let replier = self.replier(meta.clone());
+        let replier = Arc::new(self.replier(meta.clone()));
+        let running = self.running.clone();
         let handler = self.handler.clone();
         // NOTE: waiting here stops reading the consumer socket: the broker's flow control holds the rest.
         let slot = if self.cfg.overflow_replies {
@@ -548,12 +599,14 @@ impl Dispatcher {
             if let Some(acker) = worker_acker {
                 acker.send_blocking();
             }
+            let id = running.start(&replier);
             let outcome = match handler.handle(&request, &replier) {
                 Some(Ok(body)) => Some((Status::Success, body)),
                 Some(Err(text)) => Some((Status::Error, Bytes::from(text))),
                 None => None,
             };
-            if let Some((status, body)) = outcome {
+            // not when shutdown has answered it meanwhile
+            if let (true, Some((status, body))) = (running.finish(id), outcome) {
                 replier.send_blocking(MessageType::Response, Some(status), body, Vec::new());
             }
             replier.load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

@@ -372,6 +372,7 @@ async fn backend(args: &[String]) {
         producer_connection_timeout: Duration::from_secs(10),
         info: None,
         api_info: None,
+        drain_timeout: Duration::from_secs(30),
         reassembly: ReassemblyLimits::default(),
     };
     let cancel = CancellationToken::new();

@@ -252,6 +252,7 @@ impl Backend {
             ),
             info: spec.info,
             api_info: spec.api_info,
+            drain_timeout: Duration::from_secs(30),
             reassembly: conn.reassembly(),
         };
         Ok(Self {
@@ -296,7 +297,12 @@ impl Backend {
         }
         let handler: Arc<dyn Handler> = self.handler.clone();
         let cancel = self.cancel.clone();
-        let task = runtime::get().spawn(backend::run(self.cfg.clone(), handler, cancel.clone()));
+        let limit = Duration::from_secs_f64(drain_timeout.max(0.0));
+        let cfg = BackendConfig {
+            drain_timeout: limit,
+            ..self.cfg.clone()
+        };
+        let task = runtime::get().spawn(backend::run(cfg, handler, cancel.clone()));
         let state = Arc::new(tokio::sync::Mutex::new(task));
         let st = state.clone();
         let waited = runtime::wait(py, async move {
@@ -308,12 +314,12 @@ impl Backend {
                 .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?
                 .map_err(backend_err),
             Err(interrupt) => {
-                // Ctrl-C: stop consuming, drain, then re-raise
+                // Ctrl-C: stop consuming, drain (the workers, then the handler's own, each within `limit`;
+                // requests that outlast it are answered with an error), then re-raise
                 cancel.cancel();
-                let limit = Duration::from_secs_f64(drain_timeout.max(0.0));
                 let _ = runtime::wait(py, async move {
                     let mut t = state.lock().await;
-                    let _ = tokio::time::timeout(limit, &mut *t).await;
+                    let _ = tokio::time::timeout(limit * 2 + Duration::from_secs(5), &mut *t).await;
                 });
                 Err(interrupt)
             }

@@ -1,12 +1,13 @@
 """A backend with `async def` members (they run on the backend's event loop) next to a sync one."""
 
 import asyncio
+import time
 from pathlib import Path
 from typing import List, Optional
 
 from demessaging_rs import main
 
-__all__ = ["nap", "afail", "forever", "add", "Greeter"]
+__all__ = ["nap", "afail", "forever", "stuck", "add", "Greeter"]
 
 
 async def nap(seconds: float) -> float:
@@ -26,6 +27,14 @@ async def forever(marker: Optional[str] = None) -> str:
     if marker:
         Path(marker).write_text("running")
     await asyncio.Event().wait()
+    return "unreachable"
+
+
+def stuck(marker: Optional[str] = None) -> str:
+    """A sync member that does not return for an hour (after writing `marker`, as `forever`)."""
+    if marker:
+        Path(marker).write_text("running")
+    time.sleep(3600)
     return "unreachable"
 
 
