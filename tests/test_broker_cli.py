@@ -59,14 +59,14 @@ def test_cli_broker_serves_with_tokens_and_stops_cleanly(tmp_path, sig):
         ws = websocket.create_connection(url, timeout=5, header={"Authorization": "Token s3cret"})
         ws.send(json.dumps({"payload": "aGk=", "properties": {}, "context": 1}))
         assert json.loads(ws.recv())["result"] == "ok"
-        ws.close()
         stats_url = f"http://127.0.0.1:{port}/admin/v2/stats"
         with pytest.raises(urllib.error.HTTPError) as denied:  # topic names are not for everyone
             urllib.request.urlopen(stats_url, timeout=5)
         assert denied.value.code == 401
         req = urllib.request.Request(stats_url, headers={"Authorization": "Token s3cret"})
         stats = json.loads(urllib.request.urlopen(req, timeout=5).read())
-        assert stats["topics"]["non-persistent://public/default/t"]["msgInCounter"] == 1
+        assert stats["topics"]["non-persistent://public/default/t"]["msgInCounter"] == 1  # listed while in use
+        ws.close()
     finally:
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=15)
