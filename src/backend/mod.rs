@@ -238,7 +238,8 @@ struct Dispatcher {
 #[derive(Default)]
 struct Running {
     next: std::sync::atomic::AtomicU64,
-    by_id: std::sync::Mutex<std::collections::HashMap<u64, Arc<Replier>>>,
+    // NOTE: a BTreeMap: ids only grow and few are in at once, so no hashing per request
+    by_id: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<Replier>>>,
 }
 
 impl Running {
@@ -254,11 +255,8 @@ impl Running {
     }
 
     fn take_all(&self) -> Vec<Arc<Replier>> {
-        self.by_id
-            .lock()
-            .expect("running lock")
-            .drain()
-            .map(|(_, r)| r)
+        std::mem::take(&mut *self.by_id.lock().expect("running lock"))
+            .into_values()
             .collect()
     }
 }
@@ -323,17 +321,16 @@ async fn consume(mut d: Dispatcher, cancel: &CancellationToken) -> Result<(), Ba
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let _lost = SetFalseOnDrop(alive.clone());
         loop {
-            let text = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => break,
+            if acks.is_closed() {
                 // a write failed: the broker is gone. What the socket still holds is not read: on a
                 // persistent topic the broker hands it out again, on a non-persistent one its callers lost
                 // their own connections to that broker (a backlog of them kept this backend busy for
                 // half a minute after a broker restart before it answered anyone again)
-                _ = acks.closed() => {
-                    tracing::warn!(target: LOG, "consumer connection on {} lost; reconnecting", d.cfg.topic);
-                    break;
-                }
+                tracing::warn!(target: LOG, "consumer connection on {} lost; reconnecting", d.cfg.topic);
+                break;
+            }
+            let text = tokio::select! {
+                _ = cancel.cancelled() => break,
                 t = transport::next_text(&mut reader) => t,
             };
             match text {
@@ -560,6 +557,8 @@ impl Dispatcher {
         // NOTE: waiting here stops reading the consumer socket: the broker's flow control holds the rest.
         let slot = if self.cfg.overflow_replies {
             None
+        } else if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            Some(slot)
         } else {
             tokio::select! {
                 biased;
