@@ -134,6 +134,38 @@ def test_a_thousand_requests_that_never_complete_do_not_stop_the_backend(broker,
     assert_still_serving(big_backend)
 
 
+def test_the_core_keeps_serving_while_a_function_holds_the_gil_and_something_is_logged(broker, backends, tmp_path):
+    """A record of the Rust core (here: a warning about a malformed message) waits for the GIL on a thread of
+    its own: a ping is still answered at once while a member holds the GIL in one C call for 6 s (it was
+    answered only when the call ended)."""
+    import threading
+
+    backends.start(BACKENDS / "big.py", "gil-held")
+    c = client(broker, "gil-held")
+    marker = tmp_path / "holding"
+    held = threading.Thread(target=lambda: call(c, json.dumps({"func_name": "hold_gil", "seconds": 6,
+                                                                "marker": str(marker)})))
+    held.start()
+    prod = _raw(broker, "/ws/v2/producer/non-persistent/public/default/gil-held")
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # no response topic: the backend can only log it
+        assert _publish(prod, "", {"messageType": "request", "requestContext": "x"})["result"] == "ok"
+        time.sleep(0.2)
+        started = time.monotonic()
+        status, _body, props = c.call("ping", b"", 30.0, "ping")
+        took = time.monotonic() - started
+        assert props["messageType"] == "pong"
+        assert took < 3, f"the ping took {took:.1f} s while a member held the GIL"
+    finally:
+        prod.close()
+        held.join(timeout=30)
+    assert_still_serving(c)
+
+
 def test_listen_without_broker_retries_with_a_clear_message(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

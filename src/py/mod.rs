@@ -48,10 +48,16 @@ fn init_logging(py: Python<'_>) {
     // NOTE: records below INFO never reach Python by default: each record takes the GIL, and the data path
     // logs at debug level. `configure_rust_logging` lowers the filter when a user asks for debug output.
     if let Ok(logger) = pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels) {
-        if let Ok(reset) = GuardedLogger(logger.filter(log::LevelFilter::Trace)).install() {
+        let logger = logger.filter(log::LevelFilter::Trace);
+        let reset = logger.reset_handle();
+        let (tx, rx) = std::sync::mpsc::sync_channel(LOG_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("dasf-log".into())
+            .spawn(move || pass_on(&logger, rx));
+        if spawned.is_ok() && log::set_boxed_logger(Box::new(QueuedLogger(tx))).is_ok() {
             let _ = LOG_RESET.set(reset);
+            log::set_max_level(log::LevelFilter::Info);
         }
-        log::set_max_level(log::LevelFilter::Info);
     }
 }
 
@@ -72,26 +78,88 @@ fn configure_rust_logging(level: u32) {
     }
 }
 
-/// pyo3-log's logger, entered only while the interpreter is not shutting down (see `runtime::finalize`).
-struct GuardedLogger(pyo3_log::Logger);
+/// Records of the Rust core waiting for the GIL; beyond this many, new ones are dropped.
+const LOG_QUEUE: usize = 4096;
 
-impl GuardedLogger {
-    fn install(self) -> Result<pyo3_log::ResetHandle, log::SetLoggerError> {
-        let reset = self.0.reset_handle();
-        log::set_boxed_logger(Box::new(self))?;
-        Ok(reset)
-    }
+/// A record of the Rust core on its way to Python `logging`, or a request to say when all before it went.
+enum Queued {
+    Record {
+        level: log::Level,
+        target: String,
+        module_path: Option<String>,
+        file: Option<String>,
+        line: Option<u32>,
+        message: String,
+    },
+    Flushed(std::sync::mpsc::SyncSender<()>),
 }
 
-impl log::Log for GuardedLogger {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        !runtime::finalizing() && self.0.enabled(metadata)
+/// Hands records to the `dasf-log` thread, which passes them to Python `logging` (pyo3-log) with the GIL.
+///
+/// NOTE: a thread that logs never waits for the GIL. Logging where it happens blocked a runtime thread
+/// while a backend function held the GIL (one C call of 30 s: a ping took 32 s; a longer one let the broker
+/// drop the backend's connection), and a record logged on the data path stalled every connection of that
+/// thread for up to a GIL switch interval.
+struct QueuedLogger(std::sync::mpsc::SyncSender<Queued>);
+
+impl log::Log for QueuedLogger {
+    fn enabled(&self, _metadata: &log::Metadata<'_>) -> bool {
+        !runtime::finalizing()
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        // pyo3-log takes the GIL itself; `attach` only brackets it so that finalize() can wait for it
-        let _ = runtime::attach(|_py| self.0.log(record));
+        if runtime::finalizing() {
+            return;
+        }
+        let _ = self.0.try_send(Queued::Record {
+            level: record.level(),
+            target: record.target().to_owned(),
+            module_path: record.module_path().map(str::to_owned),
+            file: record.file().map(str::to_owned),
+            line: record.line(),
+            message: record.args().to_string(),
+        });
     }
 
-    fn flush(&self) {}
+    fn flush(&self) {
+        // from `runtime::finalize`, GIL released: until the records queued so far reached Python (bounded)
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if self.0.try_send(Queued::Flushed(tx)).is_ok() {
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(2));
+        }
+    }
+}
+
+/// The `dasf-log` thread: pass queued records to Python `logging`, each with the GIL (never once the
+/// interpreter shuts down, see `runtime::attach`).
+fn pass_on(logger: &pyo3_log::Logger, rx: std::sync::mpsc::Receiver<Queued>) {
+    use log::Log;
+    for queued in rx {
+        match queued {
+            Queued::Record {
+                level,
+                target,
+                module_path,
+                file,
+                line,
+                message,
+            } => {
+                let _ = runtime::attach(|_py| {
+                    logger.log(
+                        &log::Record::builder()
+                            .args(format_args!("{message}"))
+                            .level(level)
+                            .target(&target)
+                            .module_path(module_path.as_deref())
+                            .file(file.as_deref())
+                            .line(line)
+                            .build(),
+                    )
+                });
+            }
+            Queued::Flushed(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
 }

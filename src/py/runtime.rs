@@ -115,6 +115,8 @@ pub(crate) fn stay_detached_if_finalizing() {
 /// ones inside to leave. Also stops passing Rust log records to Python.
 #[pyfunction]
 pub(crate) fn finalize(py: Python<'_>) {
+    // the core's records queued so far still reach Python logging (see `QueuedLogger`)
+    py.detach(|| log::logger().flush());
     FINALIZING.store(true, Ordering::SeqCst);
     log::set_max_level(log::LevelFilter::Off);
     py.detach(|| {

@@ -3,7 +3,7 @@ import time
 
 from demessaging_rs import main
 
-__all__ = ["big", "echo", "fail", "add", "sleep"]
+__all__ = ["big", "echo", "fail", "add", "sleep", "hold_gil"]
 
 
 def big(n: int) -> str:
@@ -29,6 +29,17 @@ def add(a: int, b: int) -> int:
 def sleep(seconds: float) -> float:
     """Sleep, then return the seconds slept."""
     time.sleep(seconds)
+    return seconds
+
+
+def hold_gil(seconds: int, marker: str) -> int:
+    """Write `marker` (a file path), then hold the GIL for `seconds` in one C call (libc's sleep through
+    ctypes.PyDLL, which keeps the GIL), as a long computation in a C extension may."""
+    import ctypes
+
+    with open(marker, "w") as f:
+        f.write("holding")
+    ctypes.PyDLL(None).sleep(seconds)
     return seconds
 
 
