@@ -87,6 +87,40 @@ def _wait_answering(Model: type, procs: List[subprocess.Popen], log: Path, limit
     raise AssertionError(f"backend not answering within {limit} s:\n{log.read_text()}")
 
 
+class _Rig:
+    """A backend (faulty.py, on `topic`) and the broker it uses, a CLI process that a test may kill and start
+    again on the same port; `stop()` ends both."""
+
+    def __init__(self, tmp_path: Path, topic: str, *extra: str, call_timeout: float = 30) -> None:
+        self.port = _free_port()
+        self.marks, self.log = tmp_path / "marks", tmp_path / "backend.log"
+        self.broker = _start_broker_cli(self.port)
+        self.backend = _backend(self.port, topic, self.marks, self.log, *extra)
+        self.Model = _model(self.port, topic, call_timeout=call_timeout)
+
+    def kill_broker(self) -> None:
+        self.broker.send_signal(signal.SIGKILL)
+        self.broker.wait(timeout=10)
+
+    def start_broker(self) -> None:
+        self.broker = _start_broker_cli(self.port)
+
+    def stop(self) -> None:
+        _stop(self.backend)
+        _stop(self.broker)
+
+
+def _first_answer(Model: type, tag: str, log: Path, limit: float = 60) -> None:
+    """Call `work(tag)` (1 s each try) until it is answered: after a broker restart or a failover."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            assert Model.send_request({"func_name": "work", "tag": tag}, timeout=1).root == tag
+            return
+        except (CallTimeout, BrokerConnectionError):
+            assert time.monotonic() < deadline, log.read_text()
+
+
 def _marks(path: Path) -> List[Tuple[int, str]]:
     if not path.exists():
         return []
@@ -167,13 +201,10 @@ def test_a_saturated_backend_does_not_work_through_a_dead_brokers_backlog(tmp_pa
     """100 calls of 0.3 s wait for a backend of 2 workers when the broker is SIGKILLed and restarted: their
     callers fail at once, and the backend does not run the requests its dead connection still held (15 s of
     work) before it serves the next call."""
-    port = _free_port()
-    marks, log = tmp_path / "marks", tmp_path / "backend.log"
-    broker = _start_broker_cli(port)
-    backend = _backend(port, "stale", marks, log, "--max-workers", "2")
-    Model = _model(port, "stale", call_timeout=60)
+    rig = _Rig(tmp_path, "stale", "--max-workers", "2", call_timeout=60)
+    Model, marks, log = rig.Model, rig.marks, rig.log
     try:
-        _wait_answering(Model, [backend], log)
+        _wait_answering(Model, [rig.backend], log)
         outcomes: List[object] = []
 
         def flood() -> None:
@@ -188,43 +219,31 @@ def test_a_saturated_backend_does_not_work_through_a_dead_brokers_backlog(tmp_pa
         while sum(tag.startswith("s") for _pid, tag in _marks(marks)) < 2:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.02)
-        broker.send_signal(signal.SIGKILL)
-        broker.wait(timeout=10)
+        rig.kill_broker()
         caller.join(timeout=30)
         assert not caller.is_alive() and len(outcomes) == 100
         assert all(isinstance(o, BrokerConnectionError) for o in outcomes if not hasattr(o, "root")), outcomes
-        broker = _start_broker_cli(port)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                assert Model.send_request({"func_name": "work", "tag": "fresh"}, timeout=1).root == "fresh"
-                break
-            except (CallTimeout, BrokerConnectionError):
-                assert time.monotonic() < deadline, log.read_text()
+        rig.start_broker()
+        _first_answer(Model, "fresh", log)
         ran = [tag for _pid, tag in _marks(marks)]
         stale = [t for t in ran[: ran.index("fresh")] if t.startswith("s")]
         assert len(stale) < 30, f"{len(stale)} requests of the dead connection ran before the next call"
     finally:
-        _stop(backend)
-        _stop(broker)
+        rig.stop()
 
 
 def test_a_call_timeout_covers_reconnecting(tmp_path):
     """After a broker restart the client reconnects, and waits for the backend's pong before it publishes;
     with no backend coming back, a call of timeout 1 s still ends after about 1 s (it took 11 s: the pong
     wait of up to 10 s came on top), sync and asyncio."""
-    port = _free_port()
-    marks, log = tmp_path / "marks", tmp_path / "backend.log"
-    broker = _start_broker_cli(port)
-    backend = _backend(port, "gone", marks, log)
-    Model = _model(port, "gone", call_timeout=30)
+    rig = _Rig(tmp_path, "gone")
+    Model = rig.Model
     try:
-        _wait_answering(Model, [backend], log)
-        _stop(backend)
+        _wait_answering(Model, [rig.backend], rig.log)
+        _stop(rig.backend)
         for attempt in ("sync", "asyncio"):
-            broker.send_signal(signal.SIGKILL)
-            broker.wait(timeout=10)
-            broker = _start_broker_cli(port)
+            rig.kill_broker()
+            rig.start_broker()
             started = time.monotonic()
             with pytest.raises(CallTimeout):
                 if attempt == "sync":
@@ -234,8 +253,7 @@ def test_a_call_timeout_covers_reconnecting(tmp_path):
             took = time.monotonic() - started
             assert took < 5, f"{attempt}: a call of timeout 1 s took {took:.1f} s"
     finally:
-        _stop(backend)
-        _stop(broker)
+        rig.stop()
 
 
 def test_backend_killed_mid_request_then_restarted(tmp_path, broker: Broker):

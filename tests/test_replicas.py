@@ -18,8 +18,8 @@ import pytest
 
 from demessaging_rs import BackendModule, Broker
 from demessaging_rs.config import ModuleConfig
-from demessaging_rs.exceptions import BrokerConnectionError, CallTimeout, DemessagingError
-from test_faults import _backend, _marks, _model, _stop, _wait_answering
+from demessaging_rs.exceptions import CallTimeout, DemessagingError
+from test_faults import _backend, _first_answer, _marks, _model, _stop, _wait_answering
 
 
 def _double(x: int) -> int:
@@ -207,13 +207,7 @@ def test_failover_replicas_one_serves_the_next_takes_over(tmp_path, broker: Brok
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         # the broker sees the connection close and makes the other consumer active
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                assert Model.send_request({"func_name": "work", "tag": "b"}, timeout=1).root == "b"
-                break
-            except (CallTimeout, BrokerConnectionError):
-                assert time.monotonic() < deadline, log.read_text()
+        _first_answer(Model, "b", log, limit=30)
         for i in range(20):
             assert Model.send_request({"func_name": "work", "tag": f"c{i}"}, timeout=30).root == f"c{i}"
         assert {pid for pid, tag in _marks(marks) if tag[0] in "bc"} == {second.pid}
