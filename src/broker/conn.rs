@@ -29,7 +29,7 @@ use crate::protocol::envelope::{
 };
 use crate::protocol::url::{parse_endpoint, parse_query, Role};
 
-const LOG: &str = "demessaging_rs.broker";
+use super::LOG;
 
 // Error result codes of Pulsar's WebSocket proxy (`"send-error:" + WebSocketError code`).
 /// The frame is not JSON.

@@ -39,6 +39,9 @@ use tokio_util::task::TaskTracker;
 
 use topic::Registry;
 
+/// The target of the broker's log records.
+const LOG: &str = "demessaging_rs.broker";
+
 /// Shared state of a running broker.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -96,7 +99,7 @@ impl Broker {
                     tracker.spawn(handle(stream, peer, state, cancel));
                 }
                 Err(e) => {
-                    tracing::warn!(target: "demessaging_rs.broker", "accept failed: {e}");
+                    tracing::warn!(target: LOG, "accept failed: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
             }
@@ -171,7 +174,7 @@ async fn accept_tls(
     match tokio::time::timeout(limit, stream.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == 0x16 => {}
         Ok(Ok(1)) => {
-            tracing::debug!(target: "demessaging_rs.broker", "{peer} sent plain text to the TLS port");
+            tracing::debug!(target: LOG, "{peer} sent plain text to the TLS port");
             let body = "this broker only accepts TLS connections: use wss:// (or https://)";
             http::reply(stream, "400 Bad Request", "text/plain", body).await;
             return None;
@@ -182,11 +185,11 @@ async fn accept_tls(
     match tokio::time::timeout(limit, accept).await {
         Ok(Ok(s)) => Some(io::Io::Tls(Box::new(s))),
         Ok(Err(e)) => {
-            tracing::debug!(target: "demessaging_rs.broker", "TLS handshake from {peer} failed: {e}");
+            tracing::debug!(target: LOG, "TLS handshake from {peer} failed: {e}");
             None
         }
         Err(_) => {
-            tracing::debug!(target: "demessaging_rs.broker", "TLS handshake from {peer} timed out");
+            tracing::debug!(target: LOG, "TLS handshake from {peer} timed out");
             None
         }
     }

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::subscription::{Backlog, BacklogLimit, ConsumerSlot, Dispatch, Pick, SubState, SubType};
 use crate::protocol::Properties;
 
-const LOG: &str = "demessaging_rs.broker";
+use super::LOG;
 
 /// A published message, shared by every subscription that receives it.
 #[derive(Debug)]

@@ -40,21 +40,6 @@ struct ServeSpec {
     max_connect_attempts: Option<u32>,
 }
 
-/// The subscription name of a backend that was given none. Exclusive (the default) keeps the reference's
-/// `backend-module-<start time>`. Shared and Failover are for replicas, which must meet on one subscription:
-/// with a name per start time every replica would get (and run) every request. So they share a fixed name
-/// per type (subscriptions belong to a topic, so replicas of other topics never meet on it).
-fn default_subscription(kind: Option<&str>, now: std::time::SystemTime) -> String {
-    match kind {
-        Some("Shared") => "backend-module-shared".into(),
-        Some("Failover") => "backend-module-failover".into(),
-        _ => {
-            let now = humantime::format_rfc3339_seconds(now).to_string();
-            format!("backend-module-{}", now.trim_end_matches('Z').replace(':', "-"))
-        }
-    }
-}
-
 struct PyHandler {
     func: Py<PyAny>,
     on_drain: Option<Py<PyAny>>,
@@ -224,10 +209,11 @@ impl Backend {
                 )))
             }
         };
+        // named by the Python layer when the user did not (`messaging.consumer.default_subscription`)
         let subscription = spec
             .subscription
             .clone()
-            .unwrap_or_else(|| default_subscription(kind, std::time::SystemTime::now()));
+            .ok_or_else(|| config_err("serve needs a subscription name"))?;
         let consumer_query = kind.map(|t| format!("subscriptionType={t}")).unwrap_or_default();
         let backoff = Backoff {
             max_attempts: spec.max_connect_attempts,

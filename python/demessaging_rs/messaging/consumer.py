@@ -49,6 +49,17 @@ class _Call:
         self.answered = False
 
 
+def default_subscription(config: Any) -> str:
+    """The subscription of a backend that was given no name. Exclusive (the default) takes the reference's,
+    ``backend-module-<local start time>``. Replicas (``subscription_type`` Shared or Failover) must meet on
+    one subscription, else every replica would get (and run) every request: they take a fixed name per
+    type (subscriptions belong to a topic, so replicas of other topics never meet on it)."""
+    kind = getattr(config, "subscription_type", None)
+    if kind in ("Shared", "Failover"):
+        return f"backend-module-{kind.lower()}"
+    return "backend-module-" + datetime.now().isoformat()[:19]
+
+
 class MessageConsumer(WebsocketConnection):
     """Serves the topic of a messaging configuration; requests go to `handle_request` on worker threads."""
 
@@ -87,13 +98,9 @@ class MessageConsumer(WebsocketConnection):
         from demessaging_rs._core import Backend
 
         mc = self.pulsar_config
-        subscription = getattr(mc, "subscription", None)
-        if subscription is None and getattr(mc, "subscription_type", None) in (None, "Exclusive"):
-            # the reference's name: local start time to the second
-            subscription = "backend-module-" + datetime.now().isoformat()[:19]
         serve = {
             "topic": mc.topic,
-            "subscription": subscription,
+            "subscription": getattr(mc, "subscription", None) or default_subscription(mc),
             "subscription_type": getattr(mc, "subscription_type", None),
             "max_workers": mc.max_workers,
             "queue_size": mc.queue_size,
